@@ -1,0 +1,54 @@
+# Two commands do everything: `make serve` and `make test`. Both create .venv and install on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA := $(CURDIR)/data
+export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA)/mlflow.db
+# Debian packages the test suite drives for real.
+APT_PACKAGES := chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install system-deps demo serve test lint unit integration clean
+
+help:
+	@echo "make serve   - install, register the demo model if missing, serve it on :8000"
+	@echo "make test    - everything CI checks: ruff, mypy --strict, the whole test suite"
+
+$(BIN)/.installed: pyproject.toml requirements-serve.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-serve.txt -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+demo: install
+	$(BIN)/model-api demo --artifacts $(DATA)/artifacts
+
+serve: demo
+	$(BIN)/model-api serve
+
+lint: install
+	$(BIN)/ruff check src tests locustfile.py
+	$(BIN)/ruff format --check src tests locustfile.py
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit tests/api
+
+integration: install system-deps
+	$(BIN)/pytest tests/integration
+
+test: install system-deps lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

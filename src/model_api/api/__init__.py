@@ -1,0 +1,1 @@
+"""HTTP routers: the service's own endpoints and the inference protocols."""

@@ -1,0 +1,89 @@
+"""Response models of the service's own endpoints, for the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a stable code, a message, and where (row, field) when it is the input."""
+
+    code: str = Field(examples=["invalid_input"])
+    message: str
+    details: list[dict[str, Any]] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the service answers with."""
+
+    error: ErrorInfo
+
+
+class Health(BaseModel):
+    """Liveness: the process is up."""
+
+    status: str = Field(examples=["ok"])
+
+
+class Ready(BaseModel):
+    """Readiness: the model is loaded and warmed."""
+
+    status: str = Field(examples=["ready"])
+    model_name: str
+    model_version: str | None
+
+
+class PredictResponse(BaseModel):
+    """One label per row, in request order; class probabilities when asked."""
+
+    predictions: list[Any]
+    probabilities: list[dict[str, float]] | None = Field(
+        default=None, description="Per row, the probability of each class (present when asked)."
+    )
+    model_name: str
+    model_version: str | None
+    request_id: str
+
+
+class ColumnInfo(BaseModel):
+    """One input feature as the service validates it."""
+
+    name: str
+    type: str
+    required: bool
+    categories: list[Any] | None = None
+    accepts_unknown_categories: bool = True
+
+
+class ModelInfo(BaseModel):
+    """Which model is served, where it came from, and its contract."""
+
+    name: str
+    version: str | None
+    alias: str | None
+    uri: str
+    run_id: str | None
+    source: str
+    flavor: str
+    estimator: str
+    inputs: list[ColumnInfo]
+    outputs: Any
+    classes: list[Any] | None
+    probabilities: bool
+    input_example: list[dict[str, Any]]
+    loaded_at: datetime
+    load_seconds: float
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body is not valid JSON."},
+    413: {"model": ErrorResponse, "description": "The body or the number of rows is over the limit."},
+    415: {"model": ErrorResponse, "description": "The body is not sent as application/json."},
+    422: {"model": ErrorResponse, "description": "The rows break the model's signature."},
+    500: {"model": ErrorResponse, "description": "The model failed; the request id is in the log."},
+    503: {"model": ErrorResponse, "description": "The model is loading or the service is draining."},
+}

@@ -1,0 +1,59 @@
+"""POST /predict: rows as records or in signature order, labels and class probabilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from model_api.api.deps import PredictorDep, StateDep, read_json
+from model_api.api.models import ERROR_RESPONSES, PredictResponse
+from model_api.errors import ErrorDetail, InvalidInput, ServingError, request_id_of
+from model_api.responses import JSONResponse
+
+router = APIRouter()
+
+REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+    }
+}
+
+
+@router.post(
+    "/predict",
+    tags=["model"],
+    response_model=PredictResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=REQUEST_BODY,
+)
+async def predict(request: Request, state: StateDep, predictor: PredictorDep) -> Response:
+    """Predict one label per row; with `return_probabilities`, each row's class probabilities too."""
+    payload = await read_json(request, state.settings.max_body_bytes)
+    labels = predictor.name, predictor.version or ""
+    try:
+        parsed = predictor.schema.parse_predict(payload, state.settings.max_rows)
+        if parsed.return_probabilities and not predictor.has_probabilities:
+            raise InvalidInput(
+                "this model gives no class probabilities",
+                [ErrorDetail("the model has no predict_proba", field="return_probabilities")],
+            )
+    except ServingError:
+        state.metrics.predictions.labels(*labels, "invalid").inc()
+        raise
+    try:
+        result = await predictor.predict(parsed.batch, parsed.return_probabilities)
+    except ServingError:
+        state.metrics.predictions.labels(*labels, "error").inc()
+        raise
+    state.metrics.predictions.labels(*labels, "ok").inc()
+    state.metrics.rows.labels(*labels).inc(parsed.batch.n_rows)
+    body: dict[str, Any] = {"predictions": result.labels}
+    if result.probabilities is not None:
+        body["probabilities"] = result.probabilities
+    body["model_name"] = predictor.name
+    body["model_version"] = predictor.version
+    body["request_id"] = request_id_of(request)
+    return JSONResponse(body)

@@ -1,0 +1,78 @@
+"""The service's own endpoints: liveness, readiness, model information and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from model_api.api.deps import PredictorDep, StateDep
+from model_api.api.models import ColumnInfo, ErrorResponse, Health, ModelInfo, Ready
+
+router = APIRouter()
+
+
+@router.get("/health", response_model=Health, tags=["service"])
+async def health() -> Health:
+    """Liveness: 200 whenever the process is up. Never touches the model."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/ready",
+    response_model=Ready,
+    tags=["service"],
+    responses={503: {"model": ErrorResponse, "description": "Loading or draining."}},
+)
+async def ready(predictor: PredictorDep) -> Ready:
+    """Readiness: 200 once the model is loaded and warmed; 503 while loading or draining."""
+    return Ready(status="ready", model_name=predictor.name, model_version=predictor.version)
+
+
+@router.get(
+    "/model/info",
+    response_model=ModelInfo,
+    tags=["model"],
+    responses={503: {"model": ErrorResponse, "description": "Loading or draining."}},
+)
+async def model_info(predictor: PredictorDep) -> ModelInfo:
+    """The served model: name, version, alias, run, source, flavor, signature and load time."""
+    loaded = predictor.loaded
+    signature = loaded.signature
+    outputs = signature.outputs.to_dict() if signature is not None and signature.outputs else None
+    return ModelInfo(
+        name=loaded.name,
+        version=loaded.version,
+        alias=loaded.ref.alias,
+        uri=loaded.ref.uri,
+        run_id=loaded.run_id,
+        source=loaded.source,
+        flavor=loaded.flavor,
+        estimator=loaded.estimator_class,
+        inputs=[
+            ColumnInfo(
+                name=f.name,
+                type=f.kind.value,
+                required=f.required,
+                categories=list(f.categories) if f.categories is not None else None,
+                accepts_unknown_categories=f.accepts_unknown,
+            )
+            for f in predictor.schema.features
+        ],
+        outputs=outputs,
+        classes=predictor.classes or None,
+        probabilities=predictor.has_probabilities,
+        input_example=list(predictor.schema.example),
+        loaded_at=loaded.loaded_at,
+        load_seconds=round(loaded.load_seconds, 3),
+    )
+
+
+@router.get(
+    "/metrics",
+    tags=["service"],
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus metrics of this process."""
+    return Response(state.metrics.render(), media_type=state.metrics.content_type)

@@ -1,0 +1,122 @@
+"""The app factory and its lifespan: load and warm the model off the event loop, then serve it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from model_api import __version__
+from model_api.api import predict, service
+from model_api.api.docs import install_docs
+from model_api.errors import ModelLoadError, install_error_handlers
+from model_api.metrics import Metrics
+from model_api.middleware import RequestIdMiddleware
+from model_api.predictor import Predictor
+from model_api.registry import LoadedModel, load_model
+from model_api.responses import JSONResponse
+from model_api.schemas import build_input_schema
+from model_api.settings import Settings
+from model_api.state import ServiceState
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[[Settings], LoadedModel]
+
+DESCRIPTION = """Serves a model from the MLflow registry: `/predict` validates rows against the
+model's signature; `/health` and `/ready` are the probes; `/model/info` says what is served."""
+
+
+def load_from_registry(settings: Settings) -> LoadedModel:
+    """The default loader: resolve `settings.model_uri` in the MLflow registry and load it."""
+    return load_model(
+        settings.model_uri,
+        settings.tracking_uri,
+        settings.registry_uri,
+        retry_budget_s=settings.startup_retry_s,
+    )
+
+
+def build_predictor(loaded: LoadedModel, settings: Settings, metrics: Metrics) -> Predictor:
+    """Derive the input contract, wrap the model in a predictor and warm it (blocking)."""
+    schema = build_input_schema(loaded.model, loaded.signature, loaded.input_example)
+    predictor = Predictor(loaded, schema, threads=settings.model_threads, metrics=metrics)
+    predictor.warm()
+    return predictor
+
+
+def create_app(settings: Settings | None = None, *, loader: Loader | None = None) -> FastAPI:
+    """Build the service. Nothing is loaded until the lifespan starts."""
+    settings = settings or Settings()
+    load = loader or load_from_registry
+    state = ServiceState(settings=settings, metrics=Metrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            loaded = await anyio.to_thread.run_sync(load, settings)
+            predictor = await anyio.to_thread.run_sync(build_predictor, loaded, settings, state.metrics)
+        except ModelLoadError as exc:
+            logger.error("startup failed: %s", exc)
+            raise
+        logger.info(
+            "serving %s version %s (%s) loaded in %.2fs",
+            loaded.name,
+            loaded.version,
+            loaded.ref.uri,
+            loaded.load_seconds,
+        )
+        state.predictor = predictor
+        app.openapi_schema = None
+        try:
+            yield
+        finally:
+            state.draining = True
+            await anyio.to_thread.run_sync(predictor.close)
+
+    app = FastAPI(
+        title="Model API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=JSONResponse,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    state.metrics.instrument(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(service.router)
+    app.include_router(predict.router)
+    install_docs(app)
+    _install_openapi(app, state)
+    return app
+
+
+def _install_openapi(app: FastAPI, state: ServiceState) -> None:
+    """Document /predict with the served model's own schema and input example."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        predictor = state.predictor
+        if predictor is None:  # before the model is loaded: a placeholder, not cached
+            schemas["PredictRequest"] = {"type": "object", "title": "PredictRequest"}
+            return doc
+        schemas.update(predictor.schema.json_schemas(state.settings.max_rows))
+        body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+        body["examples"] = predictor.schema.examples()
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

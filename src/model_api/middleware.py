@@ -1,0 +1,38 @@
+"""Request ids: taken from X-Request-ID when the client sends a sane one, generated otherwise."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Puts the request id in request.state.request_id and echoes it as X-Request-ID."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid: bytes | None = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                rid = value if _SAFE_ID.match(value) else None
+                break
+        if rid is None:
+            rid = uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = rid.decode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -1,0 +1,110 @@
+"""The loaded model behind a bounded thread pool: model work never runs on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model_api.errors import ModelLoadError, PredictionFailed
+from model_api.metrics import Metrics
+from model_api.registry import LoadedModel
+from model_api.schemas import Batch, InputSchema
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model said for a batch: one label per row and, when asked, class probabilities."""
+
+    labels: list[Any]
+    probabilities: list[dict[str, float]] | None = None
+
+    def slice(self, start: int, stop: int) -> Prediction:
+        probabilities = self.probabilities[start:stop] if self.probabilities is not None else None
+        return Prediction(self.labels[start:stop], probabilities)
+
+
+class Predictor:
+    """Runs predictions for one loaded model on a bounded pool of model threads."""
+
+    def __init__(self, loaded: LoadedModel, schema: InputSchema, *, threads: int, metrics: Metrics) -> None:
+        self.loaded = loaded
+        self.schema = schema
+        self._metrics = metrics
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
+        model = loaded.model
+        self._labels = [str(c) for c in getattr(model, "classes_", [])]
+        self.classes: list[Any] = [
+            c.item() if isinstance(c, np.generic) else c for c in getattr(model, "classes_", [])
+        ]
+        self.has_probabilities = (
+            loaded.flavor == "sklearn" and hasattr(model, "predict_proba") and bool(self.classes)
+        )
+        self._latency = metrics.model_latency.labels(loaded.name, loaded.version or "")
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    @property
+    def version(self) -> str | None:
+        return self.loaded.version
+
+    def predict_sync(self, batch: Batch, probabilities: bool) -> Prediction:
+        """Run the model on one batch in the calling thread."""
+        features = self.schema.to_model_input(batch)
+        started = time.perf_counter()
+        try:
+            raw = self.loaded.model.predict(features)
+            proba = self.loaded.model.predict_proba(features) if probabilities else None
+        except Exception as exc:
+            raise PredictionFailed("the model failed on this request; quote the request id") from exc
+        finally:
+            self._latency.observe(time.perf_counter() - started)
+        labels = _as_list(raw)
+        if len(labels) != batch.n_rows:
+            raise PredictionFailed("the model returned a different number of rows than it was given")
+        rows = None
+        if proba is not None:
+            keys = self._labels
+            rows = [dict(zip(keys, r, strict=False)) for r in np.asarray(proba, dtype=np.float64).tolist()]
+        return Prediction(labels, rows)
+
+    async def predict(self, batch: Batch, probabilities: bool) -> Prediction:
+        """Run the model on a batch in a model thread, leaving the event loop free."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.predict_sync, batch, probabilities)
+
+    def warm(self) -> None:
+        """One prediction on the model's input example, so the first request pays no first-call cost."""
+        example = [dict(r) for r in self.schema.example] or [
+            self.schema.examples()["instances"]["value"]["instances"][0]
+        ]
+        try:
+            batch = self.schema.parse_records(example, max_rows=len(example))
+            self.predict_sync(batch, self.has_probabilities)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"the model {self.name!r} version {self.version} failed its warm-up prediction on its input "
+                f"example: {exc}; check that the example matches the signature"
+            ) from exc
+
+    def close(self) -> None:
+        """Let running predictions finish, then stop the model threads."""
+        self._executor.shutdown(wait=True)
+
+
+def _as_list(raw: Any) -> list[Any]:
+    if hasattr(raw, "to_numpy"):  # pandas Series or DataFrame from a pyfunc model
+        raw = raw.to_numpy()
+    array = np.asarray(raw)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    return list(array.tolist())

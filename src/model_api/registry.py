@@ -1,0 +1,407 @@
+"""The only module that imports mlflow: parse a model URI, resolve it in the registry, load it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from model_api.errors import InvalidModelURI, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+URI_FORMS = (
+    "models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest, models:/NAME/STAGE, "
+    "runs:/RUN_ID/PATH, or a local model folder"
+)
+STAGES = {"production": "Production", "staging": "Staging", "archived": "Archived", "none": "None"}
+# MLflow error codes that retrying cannot fix.
+PERMANENT_CODES = frozenset(
+    {
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",
+        "NOT_FOUND",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "BAD_REQUEST",
+        "INVALID_STATE",
+        "FEATURE_DISABLED",
+    }
+)
+
+
+class RefKind(StrEnum):
+    """How a model URI names its model."""
+
+    ALIAS = "alias"
+    VERSION = "version"
+    LATEST = "latest"
+    STAGE = "stage"
+    RUN = "run"
+    PATH = "path"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model URI."""
+
+    uri: str
+    kind: RefKind
+    name: str | None = None
+    alias: str | None = None
+    version: str | None = None
+    stage: str | None = None
+    run_id: str | None = None
+    path: str | None = None
+
+
+_MODELS = re.compile(r"^models:/(?P<rest>.+)$")
+_RUNS = re.compile(r"^runs:/(?P<run>[^/]+)/(?P<path>.+)$")
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    """Parse a model URI into what it names; raise InvalidModelURI naming the forms that work."""
+    uri = uri.strip()
+    if not uri:
+        raise InvalidModelURI(f"the model URI is empty; use {URI_FORMS}")
+    if m := _MODELS.match(uri):
+        rest = m["rest"].strip("/")
+        if "@" in rest:
+            name, _, alias = rest.rpartition("@")
+            if not name or not alias or "/" in alias or "/" in name:
+                raise InvalidModelURI(f"cannot read {uri!r}; use {URI_FORMS}")
+            return ModelRef(uri, RefKind.ALIAS, name=name, alias=alias)
+        parts = rest.split("/")
+        if len(parts) != 2 or not all(parts):
+            raise InvalidModelURI(
+                f"{uri!r} names no version: MLflow 3 reads a bare models:/NAME as a logged-model id. "
+                f"Use {URI_FORMS}"
+            )
+        name, selector = parts
+        if selector.isdigit():
+            return ModelRef(uri, RefKind.VERSION, name=name, version=selector)
+        if selector.lower() == "latest":
+            return ModelRef(uri, RefKind.LATEST, name=name)
+        if selector.lower() in STAGES:
+            return ModelRef(uri, RefKind.STAGE, name=name, stage=STAGES[selector.lower()])
+        raise InvalidModelURI(f"{uri!r}: {selector!r} is no version, alias or stage; use {URI_FORMS}")
+    if uri.startswith("runs:/"):
+        if m := _RUNS.match(uri):
+            return ModelRef(uri, RefKind.RUN, run_id=m["run"], path=m["path"].strip("/"))
+        raise InvalidModelURI(f"{uri!r} names no artifact path; use {URI_FORMS}")
+    if uri.startswith("file://"):
+        return ModelRef(uri, RefKind.PATH, path=uri[len("file://") :])
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", uri):
+        raise InvalidModelURI(f"{uri!r}: unsupported scheme; use {URI_FORMS}")
+    return ModelRef(uri, RefKind.PATH, path=uri)
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory with what the registry says about it."""
+
+    ref: ModelRef
+    model: Any
+    flavor: str
+    signature: Any
+    input_example: pd.DataFrame | None
+    name: str
+    version: str | None
+    run_id: str | None
+    source: str
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    load_seconds: float = 0.0
+
+    @property
+    def estimator_class(self) -> str:
+        """The class of the model, with the final step of a pipeline in brackets."""
+        cls = type(self.model)
+        text = f"{cls.__module__}.{cls.__qualname__}"
+        steps = getattr(self.model, "steps", None)
+        if steps:
+            last = type(steps[-1][1])
+            text += f"({last.__module__}.{last.__qualname__})"
+        return text
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    name: str
+    version: str | None
+    run_id: str | None
+    source: str
+
+
+def _client(tracking_uri: str, registry_uri: str | None) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+
+
+def _resolve(ref: ModelRef, tracking_uri: str, registry_uri: str | None) -> _Resolved:
+    if ref.kind is RefKind.PATH:
+        assert ref.path is not None
+        path = Path(ref.path)
+        if not (path / "MLmodel").is_file():
+            raise ModelLoadError(f"{ref.uri!r}: no MLmodel file in that folder; check the path")
+        return _Resolved(path.resolve().name, None, None, str(path.resolve()))
+    if ref.kind is RefKind.RUN:
+        return _Resolved(ref.path or "model", None, ref.run_id, ref.uri)
+    client = _client(tracking_uri, registry_uri)
+    assert ref.name is not None
+    if ref.kind is RefKind.ALIAS:
+        mv = client.get_model_version_by_alias(ref.name, ref.alias)
+    elif ref.kind is RefKind.VERSION:
+        mv = client.get_model_version(ref.name, ref.version)
+    elif ref.kind is RefKind.LATEST:
+        versions = client.search_model_versions(f"name = '{ref.name}'")
+        if not versions:
+            raise ModelLoadError(f"{ref.uri!r}: model {ref.name!r} has no versions in the registry")
+        mv = max(versions, key=lambda v: int(v.version))
+    else:
+        logger.warning("model stages are deprecated in MLflow; prefer an alias (models:/%s@ALIAS)", ref.name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            versions = client.get_latest_versions(ref.name, stages=[ref.stage])
+        if not versions:
+            raise ModelLoadError(f"{ref.uri!r}: no version of {ref.name!r} is in stage {ref.stage}")
+        mv = versions[0]
+    source = client.get_model_version_download_uri(ref.name, str(mv.version))
+    return _Resolved(ref.name, str(mv.version), mv.run_id or None, source)
+
+
+def _download(ref: ModelRef, resolved: _Resolved, tracking_uri: str) -> tuple[Path, Path | None]:
+    """Bring the model folder to local disk; returns it and the temporary folder that holds it."""
+    import mlflow.artifacts
+
+    if ref.kind is RefKind.PATH:
+        return Path(resolved.source), None
+    target = tempfile.mkdtemp(prefix="model-api-")
+    uri = ref.uri if ref.kind is RefKind.RUN else resolved.source
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=target, tracking_uri=tracking_uri
+        )
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return Path(local), Path(target)
+
+
+def _load_folder(folder: Path) -> tuple[Any, str, Any, pd.DataFrame | None]:
+    from mlflow.models import Model
+
+    meta = Model.load(str(folder))
+    example: pd.DataFrame | None = None
+    try:
+        loaded = meta.load_input_example(str(folder))
+        if isinstance(loaded, pd.DataFrame):
+            example = loaded
+    except Exception:  # an unreadable example only costs the warm-up and the docs example
+        logger.warning("the model's input example could not be read; using a synthetic one")
+    if "sklearn" in meta.flavors:
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(str(folder)), "sklearn", meta.signature, example
+    if "python_function" in meta.flavors:
+        import mlflow.pyfunc
+
+        loader = meta.flavors["python_function"].get("loader_module", "python_function")
+        return mlflow.pyfunc.load_model(str(folder)), f"pyfunc:{loader}", meta.signature, example
+    raise ModelLoadError(f"{folder}: the model has no sklearn or python_function flavor to serve")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, ModelLoadError):
+        return exc.transient
+    if isinstance(exc, MlflowException):
+        return exc.error_code not in PERMANENT_CODES
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) and not isinstance(
+        exc, FileNotFoundError
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if "NewConnectionError" in text or "Connection refused" in text:
+        return "the registry refused the connection"
+    if "Read timed out" in text or "ConnectTimeout" in text:
+        return "the registry did not answer in time"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:300]
+
+
+def load_model(
+    uri: str,
+    tracking_uri: str,
+    registry_uri: str | None = None,
+    *,
+    retry_budget_s: float = 30.0,
+) -> LoadedModel:
+    """Resolve and load `uri`, retrying transient registry errors with backoff within the budget.
+
+    Raises ModelLoadError with one line that names the URI, what failed and what to check.
+    """
+    ref = parse_model_uri(uri)
+    # Our own loop retries within the budget; MLflow's default HTTP retries would outlast it.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    started = time.monotonic()
+    delay = 0.5
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            resolved = _resolve(ref, tracking_uri, registry_uri)
+            with mlflow_uris(tracking_uri, registry_uri):
+                folder, scratch = _download(ref, resolved, tracking_uri)
+            flavor = ""
+            try:
+                model, flavor, signature, example = _load_folder(folder)
+            finally:
+                # A sklearn model is read whole into memory; a pyfunc model may still need its files.
+                if scratch is not None and flavor in ("", "sklearn"):
+                    shutil.rmtree(scratch, ignore_errors=True)
+            break
+        except InvalidModelURI:
+            raise
+        except Exception as exc:
+            elapsed = time.monotonic() - started
+            if not _is_transient(exc) or elapsed + delay > retry_budget_s:
+                hint = (
+                    f"check that the registry at {tracking_uri} is reachable"
+                    if _is_transient(exc)
+                    else "check the model name, version or alias and the registry URI"
+                )
+                raise ModelLoadError(
+                    f"cannot load model {uri!r} from {tracking_uri} after {attempt} attempt(s): "
+                    f"{_describe(exc)}; {hint}"
+                ) from exc
+            logger.warning(
+                "loading %s failed (attempt %d: %s); retrying in %.1fs", uri, attempt, _describe(exc), delay
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    return LoadedModel(
+        ref=ref,
+        model=model,
+        flavor=flavor,
+        signature=signature,
+        input_example=example,
+        name=resolved.name,
+        version=resolved.version,
+        run_id=resolved.run_id,
+        source=resolved.source,
+        load_seconds=time.monotonic() - started,
+    )
+
+
+@contextmanager
+def mlflow_uris(tracking_uri: str, registry_uri: str | None = None) -> Iterator[None]:
+    """Point MLflow's process-wide URIs at this registry for a block, then put them back.
+
+    Some MLflow paths (runs:/ URIs of MLflow 3 logged models, the fluent logging API) read the
+    global URIs whatever the client was given.
+    """
+    import mlflow
+
+    # set_*_uri also writes MLFLOW_*_URI into os.environ: restore those exactly as they were.
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri or tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version in the registry."""
+
+    version: str
+    run_id: str
+
+
+def find_alias(tracking_uri: str, name: str, alias: str) -> RegisteredVersion | None:
+    """The version `name@alias` points at, or None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = _client(tracking_uri, None).get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in PERMANENT_CODES:
+            return None
+        raise
+    return RegisteredVersion(str(mv.version), mv.run_id or "")
+
+
+def register_sklearn_model(
+    model: Any,
+    *,
+    tracking_uri: str,
+    name: str,
+    alias: str,
+    experiment: str,
+    artifact_dir: Path,
+    input_example: pd.DataFrame,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+) -> RegisteredVersion:
+    """Log a fitted scikit-learn model with its signature and example, register it, set the alias.
+
+    A local registry keeps artifacts in `artifact_dir`; an HTTP registry decides for itself.
+    """
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    client = _client(tracking_uri, None)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        experiment_id = found.experiment_id
+    elif tracking_uri.startswith(("http://", "https://")):
+        experiment_id = client.create_experiment(experiment)
+    else:
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        experiment_id = client.create_experiment(
+            experiment, artifact_location=artifact_dir.resolve().as_uri()
+        )
+    signature = infer_signature(input_example, model.predict(input_example))
+    with mlflow_uris(tracking_uri), mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params(dict(params))
+        mlflow.log_metrics(dict(metrics))
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            registered_model_name=name,
+            # MLflow >= 3.14 saves with skops, which refuses a forest's trees unless trusted.
+            skops_trusted_types=["sklearn.tree._tree.Tree"],
+        )
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, alias, version)
+    return RegisteredVersion(version, run.info.run_id)

@@ -1,0 +1,55 @@
+"""Service settings, read from MODEL_API_* environment variables (and MLFLOW_TRACKING_URI)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TRACKING_URI = "sqlite:///data/mlflow.db"
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; every field maps to MODEL_API_<FIELD>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODEL_API_", frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
+
+    model_uri: str = "models:/ChurnPredictor@champion"
+    """Served model: models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest, models:/NAME/STAGE,
+    runs:/RUN_ID/PATH, or a local model folder."""
+
+    tracking_uri: str = Field(
+        default=DEFAULT_TRACKING_URI,
+        validation_alias=AliasChoices("MODEL_API_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+    )
+    """MLflow tracking/registry URI (sqlite:///... or http://...); MLFLOW_TRACKING_URI is honoured."""
+
+    registry_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MODEL_API_REGISTRY_URI", "MLFLOW_REGISTRY_URI"),
+    )
+    """MLflow model registry URI when it differs from the tracking URI; MLFLOW_REGISTRY_URI is honoured."""
+
+    host: str = "127.0.0.1"
+    """Interface the server binds to (0.0.0.0 in the container image)."""
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    """TCP port the server listens on."""
+
+    model_threads: int = Field(default=1, ge=1, le=64)
+    """Threads that run model predictions; model work never runs on the event loop."""
+
+    max_rows: int = Field(default=1000, ge=1)
+    """Most rows one /predict request may carry; more is a 413."""
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest request body accepted, enforced while the body is read; more is a 413."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the service and the server."""
+
+    startup_retry_s: float = Field(default=30.0, ge=0)
+    """Time budget for retrying transient registry errors at startup before exiting non-zero."""

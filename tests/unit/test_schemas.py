@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from model_api.errors import InvalidInput, TooManyRows
+from model_api.registry import LoadedModel
+from model_api.schemas import Batch, InputSchema, Kind, build_input_schema
+
+
+@pytest.fixture(scope="module")
+def schema(champion: LoadedModel) -> InputSchema:
+    return build_input_schema(champion.model, champion.signature, champion.input_example)
+
+
+def row(schema: InputSchema, **overrides: Any) -> dict[str, Any]:
+    out = dict(schema.example[0])
+    out.update(overrides)
+    return out
+
+
+def details(err: pytest.ExceptionInfo[InvalidInput]) -> list[dict[str, Any]]:
+    return [d.to_dict() for d in err.value.details]
+
+
+def test_schema_follows_the_signature_order_and_types(schema: InputSchema) -> None:
+    assert schema.names[:2] == ("tenure_months", "monthly_charges")
+    kinds = {f.name: f.kind for f in schema.features}
+    assert kinds["tenure_months"] is Kind.LONG
+    assert kinds["monthly_charges"] is Kind.DOUBLE
+    assert kinds["contract"] is Kind.STRING
+    assert not schema.tensor
+
+
+def test_categories_come_from_the_fitted_encoder(schema: InputSchema) -> None:
+    contract = next(f for f in schema.features if f.name == "contract")
+    assert contract.categories == ("month-to-month", "one-year", "two-year")
+    assert contract.accepts_unknown is False
+
+
+def test_example_rows_are_the_models_input_example(schema: InputSchema, champion: LoadedModel) -> None:
+    assert champion.input_example is not None
+    assert len(schema.example) == len(champion.input_example)
+    assert schema.example[0]["tenure_months"] == int(champion.input_example.iloc[0]["tenure_months"])
+
+
+def test_records_and_rows_give_the_same_batch(schema: InputSchema) -> None:
+    records = [dict(r) for r in schema.example]
+    rows = [[r[n] for n in schema.names] for r in records]
+    a = schema.parse_records(records, 10)
+    b = schema.parse_rows(rows, 10)
+    assert a.columns == b.columns and a.n_rows == b.n_rows == len(records)
+
+
+def test_integral_floats_are_accepted_for_integer_features(schema: InputSchema) -> None:
+    batch = schema.parse_records([row(schema, tenure_months=12.0)], 10)
+    assert batch.columns["tenure_months"] == [12] and type(batch.columns["tenure_months"][0]) is int
+
+
+def test_ints_are_accepted_for_double_features(schema: InputSchema) -> None:
+    batch = schema.parse_records([row(schema, monthly_charges=70)], 10)
+    assert batch.columns["monthly_charges"] == [70]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"tenure_months": "ten"}, "tenure_months", "expected an integer"),
+        ({"tenure_months": 1.5}, "tenure_months", "expected an integer"),
+        ({"tenure_months": True}, "tenure_months", "expected an integer"),
+        ({"tenure_months": 2**70}, "tenure_months", "out of range"),
+        ({"monthly_charges": "70"}, "monthly_charges", "expected a number"),
+        ({"monthly_charges": None}, "monthly_charges", "expected a number"),
+        ({"monthly_charges": math.nan}, "monthly_charges", "finite"),
+        ({"monthly_charges": math.inf}, "monthly_charges", "finite"),
+        ({"monthly_charges": [1.0]}, "monthly_charges", "expected a number"),
+        ({"contract": 3}, "contract", "expected a string"),
+        ({"contract": "weekly"}, "contract", "unknown category"),
+    ],
+)
+def test_bad_values_name_row_and_field(
+    schema: InputSchema, overrides: dict[str, Any], field: str, message: str
+) -> None:
+    good = row(schema)
+    with pytest.raises(InvalidInput) as err:
+        schema.parse_records([good, row(schema, **overrides)], 10)
+    [detail] = details(err)
+    assert detail["row"] == 1 and detail["field"] == field and message in detail["message"]
+
+
+def test_unknown_category_message_lists_what_the_model_knows(schema: InputSchema) -> None:
+    with pytest.raises(InvalidInput) as err:
+        schema.parse_records([row(schema, contract="weekly")], 10)
+    text = details(err)[0]["message"]
+    assert "month-to-month" in text and "weekly" not in text, "no echo of the input"
+
+
+def test_missing_and_unknown_features(schema: InputSchema) -> None:
+    bad = row(schema, colour="red")
+    del bad["age"]
+    with pytest.raises(InvalidInput) as err:
+        schema.parse_records([bad], 10)
+    found = {(d["field"], d["message"]) for d in details(err)}
+    assert found == {("age", "missing feature"), ("colour", "unknown feature")}
+
+
+def test_wrong_row_width_names_the_expected_order(schema: InputSchema) -> None:
+    with pytest.raises(InvalidInput) as err:
+        schema.parse_rows([[1, 2, 3]], 10)
+    [detail] = details(err)
+    assert (
+        detail["row"] == 0
+        and "expected 10 values" in detail["message"]
+        and "tenure_months" in detail["message"]
+    )
+
+
+@pytest.mark.parametrize("rows", [[], "x", {"a": 1}, None])
+def test_rows_must_be_a_non_empty_list(schema: InputSchema, rows: Any) -> None:
+    with pytest.raises(InvalidInput):
+        schema.parse_records(rows, 10)
+
+
+@pytest.mark.parametrize("value", [None, 3, "row", [1]])
+def test_each_record_must_be_an_object(schema: InputSchema, value: Any) -> None:
+    with pytest.raises(InvalidInput) as err:
+        schema.parse_records([row(schema), value], 10)
+    assert details(err)[0]["row"] == 1
+
+
+def test_too_many_rows(schema: InputSchema) -> None:
+    with pytest.raises(TooManyRows):
+        schema.parse_records([row(schema)] * 3, 2)
+
+
+def test_error_list_is_bounded(schema: InputSchema) -> None:
+    with pytest.raises(InvalidInput) as err:
+        schema.parse_records([row(schema, age="x")] * 500, 1000)
+    assert len(err.value.details) == 10 and "first 10" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ([1, 2], "JSON object"),
+        ({}, "exactly one"),
+        ({"instances": [], "features": []}, "exactly one"),
+        ({"instances": [{}], "extra": 1}, "unknown top-level"),
+        ({"features": [[1]], "return_probabilities": "yes"}, "true or false"),
+    ],
+)
+def test_request_shape(schema: InputSchema, payload: Any, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        schema.parse_predict(payload, 10)
+
+
+def test_to_model_input_uses_signature_dtypes(schema: InputSchema) -> None:
+    frame = schema.to_model_input(schema.parse_records([dict(r) for r in schema.example], 10))
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.columns) == list(schema.names)
+    assert frame["tenure_months"].dtype == np.int64 and frame["monthly_charges"].dtype == np.float64
+
+
+def test_batches_concatenate_in_order(schema: InputSchema) -> None:
+    a = schema.parse_records([row(schema, age=20)], 10)
+    b = schema.parse_records([row(schema, age=30), row(schema, age=40)], 10)
+    merged = Batch.concat([a, b])
+    assert merged.n_rows == 3 and merged.columns["age"] == [20, 30, 40]
+
+
+def test_openapi_schema_lists_features_types_and_categories(schema: InputSchema) -> None:
+    components = schema.json_schemas(max_rows=50)
+    instance = components["Instance"]
+    assert instance["required"] == list(schema.names)
+    assert instance["properties"]["contract"]["enum"] == ["month-to-month", "one-year", "two-year"]
+    assert instance["properties"]["tenure_months"]["type"] == "integer"
+    assert components["PredictRequest"]["properties"]["instances"]["maxItems"] == 50
+    assert schema.examples()["instances"]["value"]["instances"][0] == schema.example[0]
+
+
+def fit_small(handle_unknown: str) -> tuple[Any, Any, pd.DataFrame]:
+    frame = pd.DataFrame({"plan": ["a", "b", "a", "b"] * 10, "usage": np.arange(40, dtype=float)})
+    label = np.array([0, 1] * 20)
+    model = Pipeline(
+        [
+            (
+                "features",
+                ColumnTransformer(
+                    [("cat", OneHotEncoder(handle_unknown=handle_unknown), ["plan"])], remainder="passthrough"
+                ),
+            ),
+            ("model", LogisticRegression()),
+        ]
+    ).fit(frame, label)
+    return model, infer_signature(frame, label), frame.head(2)
+
+
+def test_unknown_category_is_accepted_when_the_model_ignores_unknowns() -> None:
+    model, signature, example = fit_small("ignore")
+    schema = build_input_schema(model, signature, example)
+    plan = schema.features[0]
+    assert plan.categories == ("a", "b") and plan.accepts_unknown
+    batch = schema.parse_records([{"plan": "zzz", "usage": 1.0}], 10)
+    assert model.predict(schema.to_model_input(batch)).shape == (1,)
+    assert "examples" in plan.json_schema() and "enum" not in plan.json_schema()
+
+
+def test_optional_columns_accept_null() -> None:
+    frame = pd.DataFrame({"x": [1.0, None, 3.0], "y": [1.0, 2.0, 3.0]})
+    signature = infer_signature(frame)
+    schema = build_input_schema(object(), signature, None)
+    assert [f.required for f in schema.features] == [False, True]
+    batch = schema.parse_records([{"x": None, "y": 1.0}, {"y": 2.0}], 10)
+    assert math.isnan(batch.columns["x"][0]) and batch.columns["x"][1] is not None
+
+
+def test_tensor_signature_takes_rows_as_an_array() -> None:
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    y = (x[:, 0] > 0).astype(int)
+    model = LogisticRegression().fit(x, y)
+    schema = build_input_schema(model, infer_signature(x, y), None)
+    assert schema.tensor and schema.names == ("x0", "x1", "x2")
+    array = schema.to_model_input(schema.parse_rows([[0.1, 0.2, 0.3]], 10))
+    assert isinstance(array, np.ndarray) and array.shape == (1, 3)
