@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from model_api import __version__
 from model_api.api import predict, service
 from model_api.api.docs import install_docs
+from model_api.batching import MicroBatcher
 from model_api.errors import ModelLoadError, install_error_handlers
 from model_api.metrics import Metrics
 from model_api.middleware import RequestIdMiddleware
@@ -45,7 +46,18 @@ def load_from_registry(settings: Settings) -> LoadedModel:
 def build_predictor(loaded: LoadedModel, settings: Settings, metrics: Metrics) -> Predictor:
     """Derive the input contract, wrap the model in a predictor and warm it (blocking)."""
     schema = build_input_schema(loaded.model, loaded.signature, loaded.input_example)
-    predictor = Predictor(loaded, schema, threads=settings.model_threads, metrics=metrics)
+    predictor: Predictor
+    if settings.batching:
+        predictor = MicroBatcher(
+            loaded,
+            schema,
+            threads=settings.model_threads,
+            metrics=metrics,
+            max_rows=settings.batch_max_rows,
+            max_wait_s=settings.batch_max_wait_ms / 1000,
+        )
+    else:
+        predictor = Predictor(loaded, schema, threads=settings.model_threads, metrics=metrics)
     predictor.warm()
     return predictor
 
@@ -77,6 +89,7 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
             yield
         finally:
             state.draining = True
+            await predictor.drain()
             await anyio.to_thread.run_sync(predictor.close)
 
     app = FastAPI(

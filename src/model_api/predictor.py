@@ -48,6 +48,7 @@ class Predictor:
             loaded.flavor == "sklearn" and hasattr(model, "predict_proba") and bool(self.classes)
         )
         self._latency = metrics.model_latency.labels(loaded.name, loaded.version or "")
+        self._labels_from_proba = self.has_probabilities and _predicts_argmax_of_proba(model)
 
     @property
     def name(self) -> str:
@@ -61,9 +62,15 @@ class Predictor:
         """Run the model on one batch in the calling thread."""
         features = self.schema.to_model_input(batch)
         started = time.perf_counter()
+        model = self.loaded.model
         try:
-            raw = self.loaded.model.predict(features)
-            proba = self.loaded.model.predict_proba(features) if probabilities else None
+            if probabilities and self._labels_from_proba:
+                # One pass instead of two: this model's predict is the argmax of predict_proba.
+                proba = model.predict_proba(features)
+                raw = np.asarray(model.classes_).take(np.argmax(proba, axis=1))
+            else:
+                raw = model.predict(features)
+                proba = model.predict_proba(features) if probabilities else None
         except Exception as exc:
             raise PredictionFailed("the model failed on this request; quote the request id") from exc
         finally:
@@ -96,6 +103,9 @@ class Predictor:
                 f"example: {exc}; check that the example matches the signature"
             ) from exc
 
+    async def drain(self) -> None:
+        """Wait for queued work to be answered; a plain predictor queues nothing."""
+
     def close(self) -> None:
         """Let running predictions finish, then stop the model threads."""
         self._executor.shutdown(wait=True)
@@ -108,3 +118,14 @@ def _as_list(raw: Any) -> list[Any]:
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     return list(array.tolist())
+
+
+def _predicts_argmax_of_proba(model: Any) -> bool:
+    """Whether `predict` is exactly classes_[argmax(predict_proba)] (trees and forests, single output)."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    steps = getattr(model, "steps", None)
+    final = steps[-1][1] if steps else model
+    kinds = (RandomForestClassifier, ExtraTreesClassifier, DecisionTreeClassifier)
+    return isinstance(final, kinds) and getattr(final, "n_outputs_", 1) == 1

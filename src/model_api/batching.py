@@ -1,0 +1,149 @@
+"""The micro-batcher: concurrent predictions merged into one model call, behind the predictor's interface.
+
+Continuous batching: requests queue in arrival order; whenever a model thread is free, the queued
+requests (up to `max_rows` rows) go to the model as one batch. While the model works, new requests
+queue up and form the next batch, so the batch size follows the load by itself:
+
+- a lone request finds the model idle and is dispatched at once (no added latency at concurrency 1);
+- under load the model never idles and every call carries as many rows as arrived during the last.
+
+`max_wait_s` matters only when some model threads are busy and another is free (model_threads > 1):
+the free thread then waits up to that long after the first queued request for more rows, because
+the busy threads will soon free up anyway. With all threads idle, waiting would only add latency.
+
+Each request keeps its own rows, in order, and gets back exactly their predictions. A model error
+fails the requests of its batch and no others. A request larger than `max_rows` runs alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from model_api.errors import ModelNotReady, PredictionFailed, ServingError
+from model_api.metrics import Metrics
+from model_api.predictor import Prediction, Predictor
+from model_api.registry import LoadedModel
+from model_api.schemas import Batch, InputSchema
+
+
+@dataclass
+class _Pending:
+    batch: Batch
+    probabilities: bool
+    future: asyncio.Future[Prediction]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher(Predictor):
+    """A Predictor whose `predict` merges concurrent calls into shared model calls."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        schema: InputSchema,
+        *,
+        threads: int,
+        metrics: Metrics,
+        max_rows: int,
+        max_wait_s: float,
+    ) -> None:
+        super().__init__(loaded, schema, threads=threads, metrics=metrics)
+        self.max_rows = max_rows
+        self.max_wait_s = max_wait_s
+        self._slots = threads
+        self._busy = 0
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def predict(self, batch: Batch, probabilities: bool) -> Prediction:
+        """Queue the rows for the next model call and wait for their own predictions."""
+        if self._closing:
+            raise ModelNotReady("the service is shutting down")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(batch, probabilities, loop.create_future())
+        self._queue.append(pending)
+        self._queued_rows += batch.n_rows
+        if not self._scheduled:
+            # Let requests that are already readable in this turn of the loop join the batch.
+            self._scheduled = True
+            loop.call_soon(self._dispatch)
+        return await pending.future
+
+    def _dispatch(self) -> None:
+        self._scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._queue and self._busy < self._slots:
+            if self._busy and self._queued_rows < self.max_rows:
+                wait = self._queue[0].queued_at + self.max_wait_s - time.perf_counter()
+                if wait > 0:
+                    self._timer = asyncio.get_running_loop().call_later(wait, self._dispatch)
+                    return
+            self._start(self._take())
+
+    def _take(self) -> list[_Pending]:
+        """The next batch: whole requests in arrival order, up to max_rows (one oversized alone)."""
+        taken = [self._queue.popleft()]
+        rows = taken[0].batch.n_rows
+        while self._queue and rows + self._queue[0].batch.n_rows <= self.max_rows:
+            item = self._queue.popleft()
+            taken.append(item)
+            rows += item.batch.n_rows
+        self._queued_rows -= rows
+        return taken
+
+    def _start(self, items: list[_Pending]) -> None:
+        self._busy += 1
+        task = asyncio.get_running_loop().create_task(self._run(items))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, items: list[_Pending]) -> None:
+        live = [p for p in items if not p.future.done()]  # a cancelled request is not computed
+        try:
+            if not live:
+                return
+            merged = Batch.concat([p.batch for p in live])
+            probabilities = any(p.probabilities for p in live)
+            try:
+                result = await super().predict(merged, probabilities)
+            except Exception as exc:
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(_own_copy(exc))
+                return
+            start = 0
+            for p in live:
+                stop = start + p.batch.n_rows
+                if not p.future.done():
+                    own = result.slice(start, stop)
+                    p.future.set_result(own if p.probabilities else Prediction(own.labels))
+                start = stop
+        finally:
+            self._busy -= 1
+            self._dispatch()
+
+    async def drain(self) -> None:
+        """Refuse new requests, then wait until every queued and running batch has answered."""
+        self._closing = True
+        while self._queue or self._tasks:
+            if self._queue and self._busy < self._slots:
+                self._dispatch()
+            await asyncio.sleep(0.005)
+
+
+def _own_copy(exc: Exception) -> ServingError:
+    """A fresh error per request of a failed batch, with the model's exception as its cause."""
+    cause = exc.__cause__ if isinstance(exc, ServingError) else exc
+    message = exc.message if isinstance(exc, ServingError) else "the model failed on this batch"
+    copy = PredictionFailed(message)
+    copy.__cause__ = cause
+    return copy

@@ -1,0 +1,151 @@
+"""The micro-batcher on the real demo model: merging, ordering, isolation of failures, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model_api.batching import MicroBatcher
+from model_api.demo import make_churn_table
+from model_api.errors import ModelNotReady, PredictionFailed
+from model_api.metrics import Metrics
+from model_api.predictor import Prediction
+from model_api.registry import LoadedModel
+from model_api.schemas import InputSchema, build_input_schema
+
+
+class Recording:
+    """The real model, recording the size of every call and failing calls that hold a poison row."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.classes_ = inner.classes_
+        self.calls: list[int] = []
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        self.calls.append(len(frame))
+        if (frame["age"] == 99).any():
+            raise RuntimeError("poisoned batch")
+        return self.inner.predict(frame)
+
+    def predict_proba(self, frame: pd.DataFrame) -> Any:
+        return self.inner.predict_proba(frame)
+
+
+@pytest.fixture
+def model(champion: LoadedModel) -> Recording:
+    return Recording(champion.model)
+
+
+def batcher(champion: LoadedModel, model: Recording, max_rows: int = 64, threads: int = 1) -> MicroBatcher:
+    schema = build_input_schema(champion.model, champion.signature, champion.input_example)
+    loaded = LoadedModel(**{**champion.__dict__, "model": model})
+    return MicroBatcher(
+        loaded, schema, threads=threads, metrics=Metrics(), max_rows=max_rows, max_wait_s=0.002
+    )
+
+
+def rows(n: int, seed: int) -> list[dict[str, Any]]:
+    frame, _ = make_churn_table(n, seed=seed)
+    return [
+        {k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]
+
+
+def parse(schema: InputSchema, records: list[dict[str, Any]]) -> Any:
+    return schema.parse_records(records, 10_000)
+
+
+def test_concurrent_mixed_requests_each_get_their_own_rows(champion: LoadedModel, model: Recording) -> None:
+    b = batcher(champion, model, max_rows=64)
+    rng = random.Random(3)
+    requests = [rows(rng.randint(1, 12), seed=i) for i in range(120)]
+    wants = [rng.random() < 0.5 for _ in requests]
+
+    async def main() -> list[Prediction]:
+        return await asyncio.gather(
+            *(b.predict(parse(b.schema, r), w) for r, w in zip(requests, wants, strict=True))
+        )
+
+    results = asyncio.run(main())
+    b.close()
+    assert len(model.calls) < len(requests) / 4, "concurrent requests share model calls"
+    assert max(model.calls) <= 64
+    for records, want, result in zip(requests, wants, results, strict=True):
+        alone = pd.DataFrame(records)[list(b.schema.names)]
+        assert result.labels == champion.model.predict(alone).tolist()
+        if want:
+            assert result.probabilities is not None
+            expected = champion.model.predict_proba(alone)
+            got = np.array([[p["0"], p["1"]] for p in result.probabilities])
+            assert np.allclose(got, expected)
+        else:
+            assert result.probabilities is None
+
+
+def test_a_lone_request_is_dispatched_alone(champion: LoadedModel, model: Recording) -> None:
+    b = batcher(champion, model)
+    result = asyncio.run(b.predict(parse(b.schema, rows(3, seed=1)), False))
+    b.close()
+    assert model.calls == [3] and len(result.labels) == 3
+
+
+def test_a_model_error_fails_only_its_own_batch(champion: LoadedModel, model: Recording) -> None:
+    b = batcher(champion, model, max_rows=4)
+    poisoned = rows(2, seed=1)
+    poisoned[0]["age"] = 99
+    batches = [poisoned, rows(2, seed=2), rows(2, seed=3), rows(2, seed=4)]
+
+    async def main() -> list[Any]:
+        calls = [b.predict(parse(b.schema, r), False) for r in batches]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(main())
+    b.close()
+    assert model.calls == [4, 4], "two batches of two requests"
+    assert isinstance(results[0], PredictionFailed) and isinstance(results[1], PredictionFailed)
+    assert results[0] is not results[1], "each request gets its own error"
+    assert isinstance(results[0].__cause__, RuntimeError)
+    assert all(isinstance(r, Prediction) for r in results[2:])
+
+
+def test_a_request_larger_than_the_batch_runs_alone(champion: LoadedModel, model: Recording) -> None:
+    b = batcher(champion, model, max_rows=4)
+
+    async def main() -> list[Prediction]:
+        return await asyncio.gather(
+            b.predict(parse(b.schema, rows(2, seed=1)), False),
+            b.predict(parse(b.schema, rows(10, seed=2)), False),
+            b.predict(parse(b.schema, rows(2, seed=3)), False),
+        )
+
+    results = asyncio.run(main())
+    b.close()
+    assert model.calls == [2, 10, 2]
+    assert [len(r.labels) for r in results] == [2, 10, 2]
+
+
+def test_drain_answers_queued_work_and_refuses_new(champion: LoadedModel, model: Recording) -> None:
+    b = batcher(champion, model, max_rows=2)
+
+    async def main() -> tuple[list[Prediction], BaseException | None]:
+        queued = [asyncio.ensure_future(b.predict(parse(b.schema, rows(2, seed=i)), False)) for i in range(5)]
+        await asyncio.sleep(0)
+        await b.drain()
+        assert all(f.done() for f in queued)
+        refused: BaseException | None = None
+        try:
+            await b.predict(parse(b.schema, rows(1, seed=9)), False)
+        except ModelNotReady as exc:
+            refused = exc
+        return [f.result() for f in queued], refused
+
+    answered, refused = asyncio.run(main())
+    b.close()
+    assert len(answered) == 5 and isinstance(refused, ModelNotReady)
