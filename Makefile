@@ -9,11 +9,19 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA)/mlflow.db
 APT_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps demo serve test lint unit integration clean
+# Load tests: against a running server (`make serve` in another terminal).
+HOST ?= http://127.0.0.1:8000
+DURATION ?= 60s
+USERS ?= 100
+SPAWN_RATE ?= 20
+
+.PHONY: help install system-deps apt demo serve test lint unit integration bench loadtest clean
 
 help:
 	@echo "make serve   - install, register the demo model if missing, serve it on :8000"
 	@echo "make test    - everything CI checks: ruff, mypy --strict, the whole test suite"
+	@echo "make bench   - our service against mlflow models serve, side by side (about 4 minutes)"
+	@echo "make loadtest [HOST=... DURATION=60s USERS=100] - locust, headless, against a running server"
 
 $(BIN)/.installed: pyproject.toml requirements-serve.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +32,10 @@ $(BIN)/.installed: pyproject.toml requirements-serve.txt
 install: $(BIN)/.installed
 
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_PACKAGES)"
+
+apt:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
@@ -49,6 +60,17 @@ integration: install system-deps
 
 test: install system-deps lint
 	$(BIN)/pytest
+
+bench: demo
+	@$(MAKE) --no-print-directory apt PACKAGES="wrk"
+	$(BIN)/python -m tests.bench.bench
+
+loadtest: install
+	@curl -sf $(HOST)/ready >/dev/null || { echo "no ready server at $(HOST): start one with 'make serve'"; exit 1; }
+	@mkdir -p loadtest-results
+	$(BIN)/locust -f locustfile.py --headless --host $(HOST) --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+	  --run-time $(DURATION) --stop-timeout 10 --csv loadtest-results/locust --html loadtest-results/report.html \
+	  --exit-code-on-error 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

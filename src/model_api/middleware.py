@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,6 +15,7 @@ class RequestIdMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._ids = random.Random()  # noqa: S311 - seeded from os.urandom; ids need not be secret
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -26,7 +27,9 @@ class RequestIdMiddleware:
                 rid = value if _SAFE_ID.match(value) else None
                 break
         if rid is None:
-            rid = uuid.uuid4().hex.encode()
+            # 128 random bits from a generator seeded by the OS: unique enough to find a log line,
+            # and far cheaper than uuid4's os.urandom call on every request.
+            rid = b"%032x" % self._ids.getrandbits(128)
         scope.setdefault("state", {})["request_id"] = rid.decode()
 
         async def send_with_id(message: Message) -> None:

@@ -57,10 +57,12 @@ class Settings(BaseSettings):
     batching: bool = True
     """Merge concurrent predictions into shared model calls (micro-batching)."""
 
-    batch_max_rows: int = Field(default=64, ge=1)
-    """Most rows in one model call; a request with more rows runs alone. A 100-tree forest behind
-    a scaler and an encoder costs about the same for 1 and 64 rows, and more past that."""
+    batch_max_rows: int = Field(default=1024, ge=1)
+    """Most rows in one model call; a request with more rows runs alone. Measured on the demo
+    model (100 trees behind a scaler and an encoder): 7.8 ms for 1 row, 7.9 ms for 64, 9.2 ms for
+    512, 10.5 ms for 1024, so large batches cost little latency and multiply throughput."""
 
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
-    """How long a free model thread waits for more rows while other model threads are busy.
-    With every thread idle a batch is dispatched at once, so a lone request never waits."""
+    """How long a free model thread waits for more rows while other model threads are busy
+    (model_threads > 1). With every thread idle a batch is dispatched at once, so a lone request
+    never waits; with one thread, rows queue while the model works and form the next batch."""

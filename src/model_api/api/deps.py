@@ -11,14 +11,17 @@ from model_api.errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaTyp
 from model_api.predictor import Predictor
 from model_api.state import ServiceState
 
+# Dependencies are `async def`: FastAPI would run a plain `def` in a thread pool on every request.
 
-def get_state(request: Request) -> ServiceState:
+
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.service
     return state
 
 
-def get_predictor(request: Request) -> Predictor:
-    return get_state(request).require_predictor()
+async def get_predictor(request: Request) -> Predictor:
+    state: ServiceState = request.app.state.service
+    return state.require_predictor()
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

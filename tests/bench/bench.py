@@ -1,0 +1,370 @@
+"""`make bench`: our service against `mlflow models serve` on the same registered model, side by side.
+
+Each server runs one worker pinned to core 0 with taskset; wrk runs pinned to core 1. Every scenario
+runs 15 s after a warm-up. The same run also measures the in-process limit (the model's own predict
+for 1 and 64 rows) and the ceiling (a bare FastAPI endpoint that only parses the JSON). Results go to
+stdout, bench-results/bench.json and bench-results/bench.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+LUA = Path(__file__).with_name("post.lua")
+SCENARIOS = [
+    ("single row, c=1", 1, 1),
+    ("single row, c=8", 1, 8),
+    ("single row, c=64", 1, 64),
+    ("64 rows, c=8", 64, 8),
+]
+
+
+@dataclass
+class Result:
+    server: str
+    scenario: str
+    rows: int
+    connections: int
+    req_s: float
+    rows_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    rss_mb: float
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        stack.extend(children.get(p, []))
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+@contextmanager
+def server(cmd: list[str], env: dict[str, str], url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["taskset", "-c", "0", *cmd],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise RuntimeError(f"{cmd} did not come up:\n{log.read_text()[-3000:]}")
+        yield proc
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def to_ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert m, text
+    value, unit = float(m[1]), m[2]
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def wrk(url: str, body: Path, connections: int, seconds: int) -> dict[str, float]:
+    env = {**os.environ, "BODY_FILE": str(body)}
+    cmd = [
+        "taskset",
+        "-c",
+        "1",
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+    ]
+    out = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, check=True, timeout=seconds + 60
+    ).stdout
+    req_s = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", out)[1])  # type: ignore[index]
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out)[1])  # type: ignore[index]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        errors += int(m[1])
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in m.groups())
+    return {"req_s": req_s, "p50_ms": p50, "p99_ms": p99, "errors": errors}
+
+
+def measure(
+    name: str,
+    proc: subprocess.Popen[bytes],
+    url: str,
+    bodies: dict[int, Path],
+    seconds: int,
+    scenarios: list[tuple[str, int, int]],
+) -> list[Result]:
+    results = []
+    for scenario, rows, connections in scenarios:
+        wrk(url, bodies[rows], connections, 3)  # warm-up
+        stats = wrk(url, bodies[rows], connections, seconds)
+        rss = tree_rss_mb(proc.pid)
+        results.append(
+            Result(
+                name,
+                scenario,
+                rows,
+                connections,
+                stats["req_s"],
+                stats["req_s"] * rows,
+                stats["p50_ms"],
+                stats["p99_ms"],
+                int(stats["errors"]),
+                rss,
+            )
+        )
+        print(
+            f"  {name:>14} {scenario:<18} {stats['req_s']:>9.0f} req/s  p50 {stats['p50_ms']:.1f} ms  "
+            f"p99 {stats['p99_ms']:.1f} ms  errors {int(stats['errors'])}  rss {rss:.0f} MB",
+            flush=True,
+        )
+    return results
+
+
+def in_process(tracking_uri: str, uri: str) -> dict[str, float]:
+    """The model's own predict (the raw sklearn pipeline on a DataFrame), median of many calls."""
+    from model_api.registry import load_model
+
+    loaded = load_model(uri, tracking_uri)
+    assert loaded.input_example is not None
+    out = {}
+    for n in (1, 64):
+        frame = loaded.input_example.sample(n=n, replace=True, random_state=0).reset_index(drop=True)
+        for _ in range(5):
+            loaded.model.predict(frame)
+        times = []
+        for _ in range(40):
+            t = time.perf_counter()
+            loaded.model.predict(frame)
+            times.append(time.perf_counter() - t)
+        out[f"predict_{n}_rows_ms"] = statistics.median(times) * 1000
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    args = parser.parse_args()
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: `make bench` installs it")
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT}/data/mlflow.db")
+    uri = "models:/ChurnPredictor@champion"
+    args.out.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_API_")}
+    base_env["MLFLOW_TRACKING_URI"] = tracking_uri
+    base_env["PATH"] = f"{bin_dir}:{base_env.get('PATH', '')}"  # mlflow runs `uvicorn` by name
+
+    print("in-process limit ...", flush=True)
+    limit = in_process(tracking_uri, uri)
+    print(
+        f"  predict 1 row {limit['predict_1_rows_ms']:.2f} ms, 64 rows {limit['predict_64_rows_ms']:.2f} ms"
+    )
+
+    info_port = free_port()
+    ours_env = {**base_env, "MODEL_API_PORT": str(info_port), "MODEL_API_HOST": "127.0.0.1"}
+    ours_url = f"http://127.0.0.1:{info_port}"
+    results: list[Result] = []
+    with server(
+        [str(bin_dir / "model-api"), "serve"], ours_env, f"{ours_url}/ready", args.out / "ours.log"
+    ) as proc:
+        info = httpx.get(f"{ours_url}/model/info", timeout=5).json()
+        names = [c["name"] for c in info["inputs"]]
+        example = info["input_example"]
+        records = {n: [example[i % len(example)] for i in range(n)] for n in (1, 64)}
+        bodies: dict[str, dict[int, Path]] = {"ours": {}, "mlflow": {}, "ceiling": {}}
+        for n, recs in records.items():
+            for server_name, payload in (
+                ("ours", {"instances": recs}),
+                (
+                    "mlflow",
+                    {"dataframe_split": {"columns": names, "data": [[r[c] for c in names] for r in recs]}},
+                ),
+                ("ceiling", {"instances": recs}),
+            ):
+                path = args.out / f"body-{server_name}-{n}.json"
+                path.write_text(json.dumps(payload))
+                bodies[server_name][n] = path
+        check = httpx.post(
+            f"{ours_url}/predict",
+            content=bodies["ours"][64].read_bytes(),
+            headers={"content-type": "application/json"},
+            timeout=10,
+        ).json()
+        assert len(check["predictions"]) == 64, check
+        expected = check["predictions"]
+        print("model-api serve ...", flush=True)
+        results += measure("model-api", proc, f"{ours_url}/predict", bodies["ours"], args.seconds, SCENARIOS)
+
+    port = free_port()
+    mlflow_url = f"http://127.0.0.1:{port}"
+    mlflow_cmd = [
+        str(bin_dir / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with server(mlflow_cmd, base_env, f"{mlflow_url}/ping", args.out / "mlflow.log") as proc:
+        check = httpx.post(
+            f"{mlflow_url}/invocations",
+            content=bodies["mlflow"][64].read_bytes(),
+            headers={"content-type": "application/json"},
+            timeout=30,
+        ).json()
+        assert check["predictions"] == expected, "both servers give the same answers"
+        print("mlflow models serve ...", flush=True)
+        results += measure(
+            "mlflow", proc, f"{mlflow_url}/invocations", bodies["mlflow"], args.seconds, SCENARIOS
+        )
+
+    port = free_port()
+    ceiling_url = f"http://127.0.0.1:{port}"
+    ceiling_cmd = [
+        str(bin_dir / "uvicorn"),
+        "tests.bench.ceiling:create_app",
+        "--factory",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    with server(
+        ceiling_cmd, {**base_env, "PYTHONPATH": str(ROOT)}, f"{ceiling_url}/docs", args.out / "ceiling.log"
+    ) as proc:
+        print("ceiling (bare FastAPI endpoint) ...", flush=True)
+        results += measure(
+            "ceiling", proc, f"{ceiling_url}/predict", bodies["ceiling"], args.seconds, [SCENARIOS[2]]
+        )
+
+    report(results, limit, args.out)
+    return 0
+
+
+def report(results: list[Result], limit: dict[str, float], out: Path) -> None:
+    by = {(r.server, r.scenario): r for r in results}
+    ceiling = by[("ceiling", SCENARIOS[2][0])]
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        "each server one worker on core 0, wrk on core 1.",
+        "",
+        f"In-process limit (model predict alone): 1 row {limit['predict_1_rows_ms']:.2f} ms, "
+        f"64 rows {limit['predict_64_rows_ms']:.2f} ms.",
+        "",
+        "| scenario | server | req/s | rows/s | p50 ms | p99 ms | errors | RSS MB | ours/mlflow |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for scenario, _, _ in SCENARIOS:
+        ours, theirs = by[("model-api", scenario)], by[("mlflow", scenario)]
+        ratio = (
+            f"{ours.rows_s / theirs.rows_s:.1f}x rows/s, p50 {ours.p50_ms / theirs.p50_ms:.2f}x, "
+            f"p99 {ours.p99_ms / theirs.p99_ms:.2f}x, RSS {ours.rss_mb / theirs.rss_mb:.2f}x"
+        )
+        for r, note in ((ours, ratio), (theirs, "")):
+            lines.append(
+                f"| {scenario} | {r.server} | {r.req_s:.0f} | {r.rows_s:.0f} | {r.p50_ms:.1f} | "
+                f"{r.p99_ms:.1f} | {r.errors} | {r.rss_mb:.0f} | {note} |"
+            )
+    ours64 = by[("model-api", SCENARIOS[2][0])]
+    lines += [
+        "",
+        f"Ceiling (bare FastAPI endpoint, single row, c=64): {ceiling.req_s:.0f} req/s, p99 "
+        f"{ceiling.p99_ms:.1f} ms; model-api reaches {ours64.req_s / ceiling.req_s:.0%} of it.",
+    ]
+    text = "\n".join(lines)
+    print("\n" + text)
+    (out / "bench.md").write_text(text + "\n")
+    (out / "bench.json").write_text(
+        json.dumps(
+            {"results": [asdict(r) for r in results], "in_process": limit, "ceiling_req_s": ceiling.req_s},
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
