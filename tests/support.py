@@ -139,3 +139,69 @@ def running_service(env: dict[str, str], log_path: Path, timeout: float = 90.0) 
         yield server
     finally:
         stop(server.process)
+
+
+def register_version(registry_uri: str, artifacts: Path, *, seed: int, n_trees: int = 5) -> str:
+    """Register another version of the demo model (same contract, other trees), alias untouched."""
+    from model_api.demo import MODEL_NAME, build_pipeline, make_churn_table
+    from model_api.registry import register_sklearn_model
+
+    frame, label = make_churn_table(800, seed=seed)
+    pipeline = build_pipeline(n_trees, seed=seed).fit(frame, label)
+    registered = register_sklearn_model(
+        pipeline,
+        tracking_uri=registry_uri,
+        name=MODEL_NAME,
+        alias=None,
+        experiment="churn-demo",
+        artifact_dir=artifacts,
+        input_example=frame.head(3),
+        params={"seed": seed},
+        metrics={},
+    )
+    return registered.version
+
+
+@contextmanager
+def mlflow_server_process(
+    root: Path, timeout: float = 120.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real `mlflow server` on a free loopback port, with a sqlite store and proxied artifacts."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with (root / "mlflow.log").open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backend-store-uri",
+                f"sqlite:///{root}/mlflow.db",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert process.poll() is None, (root / "mlflow.log").read_text()
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(up, timeout, "mlflow server", interval=0.5)
+        yield url, process
+    finally:
+        stop(process)

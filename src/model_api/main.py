@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,58 +13,28 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from model_api import __version__
-from model_api.api import predict, service
+from model_api.api import admin, predict, service
 from model_api.api.docs import install_docs
-from model_api.batching import MicroBatcher
+from model_api.drain import install_sigterm_drain
 from model_api.errors import ModelLoadError, install_error_handlers
 from model_api.metrics import Metrics
 from model_api.middleware import RequestIdMiddleware
-from model_api.predictor import Predictor
-from model_api.registry import LoadedModel, load_model
 from model_api.responses import JSONResponse
-from model_api.schemas import build_input_schema
+from model_api.rollout import Loader, Rollout, build_predictor, load_from_registry
 from model_api.settings import Settings
 from model_api.state import ServiceState
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[Settings], LoadedModel]
-
 DESCRIPTION = """Serves a model from the MLflow registry: `/predict` validates rows against the
 model's signature; `/health` and `/ready` are the probes; `/model/info` says what is served."""
 
 
-def load_from_registry(settings: Settings) -> LoadedModel:
-    """The default loader: resolve `settings.model_uri` in the MLflow registry and load it."""
-    return load_model(
-        settings.model_uri,
-        settings.tracking_uri,
-        settings.registry_uri,
-        retry_budget_s=settings.startup_retry_s,
-    )
-
-
-def build_predictor(loaded: LoadedModel, settings: Settings, metrics: Metrics) -> Predictor:
-    """Derive the input contract, wrap the model in a predictor and warm it (blocking)."""
-    schema = build_input_schema(loaded.model, loaded.signature, loaded.input_example)
-    predictor: Predictor
-    if settings.batching:
-        predictor = MicroBatcher(
-            loaded,
-            schema,
-            threads=settings.model_threads,
-            metrics=metrics,
-            max_rows=settings.batch_max_rows,
-            max_wait_s=settings.batch_max_wait_ms / 1000,
-        )
-    else:
-        predictor = Predictor(loaded, schema, threads=settings.model_threads, metrics=metrics)
-    predictor.warm()
-    return predictor
-
-
 def create_app(settings: Settings | None = None, *, loader: Loader | None = None) -> FastAPI:
-    """Build the service. Nothing is loaded until the lifespan starts."""
+    """Build the service. Nothing is loaded until the lifespan starts.
+
+    `loader` replaces the registry for the first load (tests pass real models built in process).
+    """
     settings = settings or Settings()
     load = loader or load_from_registry
     state = ServiceState(settings=settings, metrics=Metrics())
@@ -91,12 +61,19 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
         # of milliseconds under load.
         gc.collect()
         gc.freeze()
+        rollout = Rollout(state, settings, on_swap=lambda: setattr(app, "openapi_schema", None))
+        app.state.rollout = rollout
+        rollout.start()
+        restore_sigterm = install_sigterm_drain(state, settings.drain_grace_s)
         try:
             yield
         finally:
+            restore_sigterm()
             state.draining = True
-            await predictor.drain()
-            await anyio.to_thread.run_sync(predictor.close)
+            await rollout.close()
+            served = state.predictor
+            await served.drain()
+            await anyio.to_thread.run_sync(served.close)
 
     app = FastAPI(
         title="Model API",
@@ -113,6 +90,7 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     app.add_middleware(RequestIdMiddleware)
     app.include_router(service.router)
     app.include_router(predict.router)
+    app.include_router(admin.router)
     install_docs(app)
     _install_openapi(app, state)
     return app

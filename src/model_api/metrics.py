@@ -50,6 +50,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.reloads = Counter(
+            "model_reloads",
+            "Checks of the registry for a new model version, by outcome "
+            "(reloaded, unchanged, failed, refused).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def instrument(self, app: FastAPI) -> None:
         """HTTP metrics by route template, method and status (requests and latency)."""
         # The instrumentator's in-progress gauge ignores `registry` and lands in the global one,

@@ -151,7 +151,9 @@ def _client(tracking_uri: str, registry_uri: str | None) -> Any:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
 
 
-def _resolve(ref: ModelRef, tracking_uri: str, registry_uri: str | None) -> _Resolved:
+def _resolve(
+    ref: ModelRef, tracking_uri: str, registry_uri: str | None, pinned: str | None = None
+) -> _Resolved:
     if ref.kind is RefKind.PATH:
         assert ref.path is not None
         path = Path(ref.path)
@@ -162,7 +164,9 @@ def _resolve(ref: ModelRef, tracking_uri: str, registry_uri: str | None) -> _Res
         return _Resolved(ref.path or "model", None, ref.run_id, ref.uri)
     client = _client(tracking_uri, registry_uri)
     assert ref.name is not None
-    if ref.kind is RefKind.ALIAS:
+    if pinned is not None:
+        mv = client.get_model_version(ref.name, pinned)
+    elif ref.kind is RefKind.ALIAS:
         mv = client.get_model_version_by_alias(ref.name, ref.alias)
     elif ref.kind is RefKind.VERSION:
         mv = client.get_model_version(ref.name, ref.version)
@@ -252,10 +256,13 @@ def load_model(
     registry_uri: str | None = None,
     *,
     retry_budget_s: float = 30.0,
+    version: str | None = None,
 ) -> LoadedModel:
     """Resolve and load `uri`, retrying transient registry errors with backoff within the budget.
 
-    Raises ModelLoadError with one line that names the URI, what failed and what to check.
+    `version` pins the registered version to load (a reload loads the version it decided on,
+    even if the alias moves again meanwhile). Raises ModelLoadError with one line that names the
+    URI, what failed and what to check.
     """
     ref = parse_model_uri(uri)
     # Our own loop retries within the budget; MLflow's default HTTP retries would outlast it.
@@ -267,7 +274,7 @@ def load_model(
     while True:
         attempt += 1
         try:
-            resolved = _resolve(ref, tracking_uri, registry_uri)
+            resolved = _resolve(ref, tracking_uri, registry_uri, version)
             with mlflow_uris(tracking_uri, registry_uri):
                 folder, scratch = _download(ref, resolved, tracking_uri)
             flavor = ""
@@ -363,14 +370,15 @@ def register_sklearn_model(
     *,
     tracking_uri: str,
     name: str,
-    alias: str,
+    alias: str | None,
     experiment: str,
     artifact_dir: Path,
     input_example: pd.DataFrame,
     params: Mapping[str, Any],
     metrics: Mapping[str, float],
 ) -> RegisteredVersion:
-    """Log a fitted scikit-learn model with its signature and example, register it, set the alias.
+    """Log a fitted scikit-learn model with its signature and example, register it, set the alias
+    (when one is given).
 
     A local registry keeps artifacts in `artifact_dir`; an HTTP registry decides for itself.
     """
@@ -403,5 +411,31 @@ def register_sklearn_model(
             skops_trusted_types=["sklearn.tree._tree.Tree"],
         )
     version = str(info.registered_model_version)
-    client.set_registered_model_alias(name, alias, version)
+    if alias is not None:
+        client.set_registered_model_alias(name, alias, version)
     return RegisteredVersion(version, run.info.run_id)
+
+
+MOVABLE = frozenset({RefKind.ALIAS, RefKind.LATEST, RefKind.STAGE})
+
+
+def current_version(ref: ModelRef, tracking_uri: str, registry_uri: str | None = None) -> str | None:
+    """The version a movable reference (alias, latest, stage) names right now; None for fixed ones.
+
+    Raises ModelLoadError (transient when the registry could not be reached).
+    """
+    if ref.kind not in MOVABLE:
+        return None
+    try:
+        return _resolve(ref, tracking_uri, registry_uri).version
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot resolve {ref.uri!r} in {tracking_uri}: {_describe(exc)}", transient=_is_transient(exc)
+        ) from exc
+
+
+def move_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
+    """Point `name@alias` at `version`: how a model is rolled out or rolled back."""
+    _client(tracking_uri, None).set_registered_model_alias(name, alias, version)

@@ -316,6 +316,31 @@ class InputSchema:
         errors.raise_if_any()
         return Batch(columns, n_rows)
 
+    # -- compatibility ------------------------------------------------------------------------
+
+    def breaks_clients_of(self, old: InputSchema) -> list[str]:
+        """What a request valid for `old` could fail on under this schema; empty when none.
+
+        Rows in signature order need the same columns in the same order; records need no new
+        required column; every old value must still be accepted (same type or a widening
+        integer to float; no category the old model took that this one refuses).
+        """
+        if self.names != old.names:
+            return [f"the columns changed from ({', '.join(old.names)}) to ({', '.join(self.names)})"]
+        problems = []
+        for new_f, old_f in zip(self.features, old.features, strict=True):
+            widening = old_f.kind in (Kind.LONG, Kind.INTEGER) and new_f.kind in (Kind.DOUBLE, Kind.FLOAT)
+            if new_f.kind is not old_f.kind and not widening:
+                problems.append(f"{new_f.name}: type {old_f.kind.value} became {new_f.kind.value}")
+            if new_f.required and not old_f.required:
+                problems.append(f"{new_f.name}: became required")
+            if new_f.categories is not None and not new_f.accepts_unknown:
+                if old_f.categories is None or old_f.accepts_unknown:
+                    problems.append(f"{new_f.name}: now refuses categories the old model took")
+                elif missing := set(old_f.categories) - set(new_f.categories):
+                    problems.append(f"{new_f.name}: no longer knows {len(missing)} category(ies)")
+        return problems
+
     # -- conversion ---------------------------------------------------------------------------
 
     def to_model_input(self, batch: Batch) -> pd.DataFrame | np.ndarray:

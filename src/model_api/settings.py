@@ -66,3 +66,17 @@ class Settings(BaseSettings):
     """How long a free model thread waits for more rows while other model threads are busy
     (model_threads > 1). With every thread idle a batch is dispatched at once, so a lone request
     never waits; with one thread, rows queue while the model works and form the next batch."""
+
+    reload_interval_s: float = Field(default=30.0, ge=0)
+    """How often to ask the registry which version a movable URI (alias, latest, stage) names,
+    and roll out a new one without downtime; 0 turns following off."""
+
+    reload_accept_schema_change: bool = False
+    """Serve a new version even when its input contract would refuse requests the old one took."""
+
+    drain_grace_s: float = Field(default=3.0, ge=0)
+    """After SIGTERM, /ready answers 503 at once but requests are still accepted this long, so
+    load balancers stop sending traffic before connections are refused."""
+
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    """After the grace, how long requests in flight and in the batch queue get to finish."""

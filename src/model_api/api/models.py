@@ -59,6 +59,19 @@ class ColumnInfo(BaseModel):
     accepts_unknown_categories: bool = True
 
 
+class RolloutInfo(BaseModel):
+    """How the service follows the registry: what it follows, and the last check."""
+
+    follows: str | None = Field(description="The alias, stage or 'latest' followed; null for a fixed URI.")
+    interval_s: float
+    accept_schema_change: bool
+    last_check_at: datetime | None
+    last_outcome: str | None = Field(description="reloaded, unchanged, failed or refused")
+    last_error: str | None
+    failed_version: str | None
+    schema_changes: list[str]
+
+
 class ModelInfo(BaseModel):
     """Which model is served, where it came from, and its contract."""
 
@@ -77,6 +90,7 @@ class ModelInfo(BaseModel):
     input_example: list[dict[str, Any]]
     loaded_at: datetime
     load_seconds: float
+    rollout: RolloutInfo | None
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from model_api.api.deps import PredictorDep, StateDep, read_json
+from model_api.api.deps import StateDep, read_json
 from model_api.api.models import ERROR_RESPONSES, PredictResponse
 from model_api.errors import ErrorDetail, InvalidInput, ServingError, request_id_of
 from model_api.responses import JSONResponse
@@ -29,9 +29,12 @@ REQUEST_BODY: dict[str, Any] = {
     responses=ERROR_RESPONSES,
     openapi_extra=REQUEST_BODY,
 )
-async def predict(request: Request, state: StateDep, predictor: PredictorDep) -> Response:
+async def predict(request: Request, state: StateDep) -> Response:
     """Predict one label per row; with `return_probabilities`, each row's class probabilities too."""
+    state.require_predictor()  # 503 before reading a body the service cannot serve yet
     payload = await read_json(request, state.settings.max_body_bytes)
+    # Taken after the last await before predict(): a rollout may have swapped models meanwhile.
+    predictor = state.require_predictor()
     labels = predictor.name, predictor.version or ""
     try:
         parsed = predictor.schema.parse_predict(payload, state.settings.max_rows)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from model_api.api.deps import PredictorDep, StateDep
-from model_api.api.models import ColumnInfo, ErrorResponse, Health, ModelInfo, Ready
+from model_api.api.deps import StateDep
+from model_api.api.models import ColumnInfo, ErrorResponse, Health, ModelInfo, Ready, RolloutInfo
 
 router = APIRouter()
 
@@ -23,8 +25,9 @@ async def health() -> Health:
     tags=["service"],
     responses={503: {"model": ErrorResponse, "description": "Loading or draining."}},
 )
-async def ready(predictor: PredictorDep) -> Ready:
+async def ready(state: StateDep) -> Ready:
     """Readiness: 200 once the model is loaded and warmed; 503 while loading or draining."""
+    predictor = state.require_ready()
     return Ready(status="ready", model_name=predictor.name, model_version=predictor.version)
 
 
@@ -34,8 +37,10 @@ async def ready(predictor: PredictorDep) -> Ready:
     tags=["model"],
     responses={503: {"model": ErrorResponse, "description": "Loading or draining."}},
 )
-async def model_info(predictor: PredictorDep) -> ModelInfo:
-    """The served model: name, version, alias, run, source, flavor, signature and load time."""
+async def model_info(state: StateDep) -> ModelInfo:
+    """The served model: name, version, alias, run, source, flavor, signature, load time, and how
+    the service follows the registry (the last reload check and its outcome)."""
+    predictor = state.require_predictor()
     loaded = predictor.loaded
     signature = loaded.signature
     outputs = signature.outputs.to_dict() if signature is not None and signature.outputs else None
@@ -64,6 +69,7 @@ async def model_info(predictor: PredictorDep) -> ModelInfo:
         input_example=list(predictor.schema.example),
         loaded_at=loaded.loaded_at,
         load_seconds=round(loaded.load_seconds, 3),
+        rollout=RolloutInfo(**dataclasses.asdict(state.rollout)) if state.rollout else None,
     )
 
 

@@ -1,0 +1,216 @@
+"""Zero-downtime rollouts: follow the registry alias, load and warm off the request path, swap.
+
+When the served URI is movable (models:/NAME@ALIAS, /latest, /STAGE), a background task asks the
+registry every `reload_interval_s` which version it names. A new version is loaded and warmed in a
+worker thread, its input contract checked against the one clients use, and then swapped in with
+one assignment. Requests take the predictor synchronously right before they queue on it, so each
+finishes on the model it started with, and a batch never mixes two models. The old predictor is
+drained and closed in the background. Whatever fails, the old model keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import anyio.to_thread
+
+from model_api.batching import MicroBatcher
+from model_api.errors import ModelLoadError
+from model_api.metrics import Metrics
+from model_api.predictor import Predictor
+from model_api.registry import MOVABLE, LoadedModel, RefKind, current_version, load_model, parse_model_uri
+from model_api.schemas import build_input_schema
+from model_api.settings import Settings
+from model_api.state import RolloutStatus, ServiceState
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[[Settings], LoadedModel]
+
+
+def load_from_registry(settings: Settings, version: str | None = None) -> LoadedModel:
+    """Resolve `settings.model_uri` in the MLflow registry and load it (`version` pins it)."""
+    return load_model(
+        settings.model_uri,
+        settings.tracking_uri,
+        settings.registry_uri,
+        retry_budget_s=settings.startup_retry_s if version is None else 0.0,
+        version=version,
+    )
+
+
+def build_predictor(loaded: LoadedModel, settings: Settings, metrics: Metrics) -> Predictor:
+    """Derive the input contract, wrap the model in a (batching) predictor and warm it. Blocking."""
+    schema = build_input_schema(loaded.model, loaded.signature, loaded.input_example)
+    predictor: Predictor
+    if settings.batching:
+        predictor = MicroBatcher(
+            loaded,
+            schema,
+            threads=settings.model_threads,
+            metrics=metrics,
+            max_rows=settings.batch_max_rows,
+            max_wait_s=settings.batch_max_wait_ms / 1000,
+        )
+    else:
+        predictor = Predictor(loaded, schema, threads=settings.model_threads, metrics=metrics)
+    try:
+        predictor.warm()
+    except BaseException:
+        predictor.close()
+        raise
+    return predictor
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What one reload did."""
+
+    action: str
+    """reloaded, unchanged, failed or refused."""
+    from_version: str | None
+    to_version: str | None
+    message: str
+
+
+class Rollout:
+    """Follows the served reference in the registry and swaps new versions in without downtime."""
+
+    def __init__(
+        self,
+        state: ServiceState,
+        settings: Settings,
+        *,
+        on_swap: Callable[[], None],
+        load: Callable[[Settings, str | None], LoadedModel] = load_from_registry,
+    ) -> None:
+        ref = parse_model_uri(settings.model_uri)
+        self._state = state
+        self._settings = settings
+        self._ref = ref
+        self._load = load
+        self._on_swap = on_swap
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        follows = ref.alias or ref.stage or ("latest" if ref.kind is RefKind.LATEST else None)
+        self.status = state.rollout = RolloutStatus(
+            follows=follows if ref.kind in MOVABLE else None,
+            interval_s=settings.reload_interval_s,
+            accept_schema_change=settings.reload_accept_schema_change,
+        )
+
+    def start(self) -> None:
+        """Poll the registry in the background, when there is a movable reference to follow."""
+        if self.status.follows is not None and self._settings.reload_interval_s > 0:
+            self._task = asyncio.get_running_loop().create_task(self._poll(), name="model-rollout")
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.reload_interval_s)
+            try:
+                await self.reload()
+            except Exception:  # the poller must outlive any surprise; the old model keeps serving
+                logger.exception("model reload check failed")
+
+    async def reload(self, *, force: bool = False, retry_failed: bool = False) -> ReloadResult:
+        """Load the version the reference names now and swap it in if it is new.
+
+        `retry_failed` tries again a version that failed before; `force` reloads even the version
+        already served.
+        """
+        async with self._lock:
+            if retry_failed or force:
+                self.status.failed_version = None
+            result = await self._reload(force)
+        self.status.last_check_at = datetime.now(UTC)
+        self.status.last_outcome = result.action
+        if result.action in ("failed", "refused"):
+            self.status.last_error = result.message
+        elif result.action == "reloaded":
+            self.status.last_error = None
+        self._state.metrics.reloads.labels(result.action).inc()
+        return result
+
+    async def _reload(self, force: bool) -> ReloadResult:
+        current = self._state.predictor
+        assert current is not None, "the rollout starts after the first load"
+        settings = self._settings
+        try:
+            target = await anyio.to_thread.run_sync(
+                current_version, self._ref, settings.tracking_uri, settings.registry_uri
+            )
+        except ModelLoadError as exc:
+            if self.status.last_error != str(exc):  # once per outage, not once per poll
+                logger.warning(
+                    "cannot check %s in the registry: %s; still serving version %s",
+                    settings.model_uri,
+                    exc,
+                    current.version,
+                )
+            return ReloadResult("failed", current.version, None, str(exc))
+        if not force and (target == current.version or target is None):
+            return ReloadResult("unchanged", current.version, current.version, "already serving it")
+        if not force and target == self.status.failed_version:
+            return ReloadResult(
+                "unchanged",
+                current.version,
+                target,
+                f"version {target} failed before; move the alias or reload to retry",
+            )
+        try:
+            loaded = await anyio.to_thread.run_sync(self._load, settings, target)
+            loaded = dataclasses.replace(loaded, ref=current.loaded.ref)
+            new = await anyio.to_thread.run_sync(build_predictor, loaded, settings, self._state.metrics)
+        except Exception as exc:
+            self.status.failed_version = target
+            logger.error(
+                "version %s of %s failed to load or warm; still serving version %s: %s",
+                target,
+                settings.model_uri,
+                current.version,
+                exc,
+            )
+            return ReloadResult("failed", current.version, target, f"version {target} failed: {exc}")
+        problems = new.schema.breaks_clients_of(current.schema)
+        if problems and not settings.reload_accept_schema_change:
+            self._retire(new)
+            self.status.failed_version = target
+            message = (
+                f"version {target} changes the input contract ({'; '.join(problems)}); "
+                "set MODEL_API_RELOAD_ACCEPT_SCHEMA_CHANGE=true to serve it anyway"
+            )
+            logger.error("%s; still serving version %s", message, current.version)
+            return ReloadResult("refused", current.version, target, message)
+        self._state.predictor = new  # the swap: one assignment on the event loop
+        self.status.failed_version = None
+        self.status.schema_changes = problems
+        self._on_swap()
+        self._retire(current)
+        logger.info("now serving %s version %s (was %s)", new.name, new.version, current.version)
+        return ReloadResult("reloaded", current.version, new.version, f"now serving version {new.version}")
+
+    def _retire(self, old: Predictor) -> None:
+        async def retire() -> None:
+            await old.drain()
+            await anyio.to_thread.run_sync(old.close)
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def close(self) -> None:
+        """Stop polling and let retired predictors finish."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        async with self._lock:
+            if self._retiring:
+                await asyncio.gather(*self._retiring, return_exceptions=True)
