@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from model_api import __version__
+from model_api.access import AccessMiddleware
 from model_api.api import predict, service
 from model_api.api.docs import install_docs
 from model_api.errors import ModelLoadError, install_error_handlers
@@ -72,12 +73,22 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
             loaded.load_seconds,
         )
         state.predictor = predictor
+        state.metrics.model_loaded(
+            loaded.name,
+            loaded.version,
+            loaded.ref.alias,
+            loaded.run_id,
+            loaded.load_seconds,
+            loaded.loaded_at,
+        )
         app.openapi_schema = None
         try:
             yield
         finally:
             state.draining = True
+            state.metrics.set_ready(False)
             await anyio.to_thread.run_sync(predictor.close)
+            state.metrics.close()
 
     app = FastAPI(
         title="Model API",
@@ -91,7 +102,8 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     app.state.service = state
     install_error_handlers(app)
     state.metrics.instrument(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(AccessMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the id is set before anything logs
     app.include_router(service.router)
     app.include_router(predict.router)
     install_docs(app)

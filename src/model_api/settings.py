@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
@@ -53,3 +55,15 @@ class Settings(BaseSettings):
 
     startup_retry_s: float = Field(default=30.0, ge=0)
     """Time budget for retrying transient registry errors at startup before exiting non-zero."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes (uvicorn workers); above 1, metrics are shared through PROMETHEUS_MULTIPROC_DIR."""
+
+    log_format: Literal["json", "text"] = "json"
+    """Log lines as JSON objects (for log collectors) or as plain text (for a terminal)."""
+
+    multiproc_dir: str = Field(
+        default_factory=lambda: str(Path(tempfile.gettempdir()) / "model-api-metrics"),
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "MODEL_API_MULTIPROC_DIR"),
+    )
+    """Where worker processes keep their metrics (PROMETHEUS_MULTIPROC_DIR is honoured); emptied at start."""
