@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from starlette.routing import BaseRoute, Match, Mount
+from prometheus_fastapi_instrumentator.routing import get_route_name
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_api.logs import request_id_var
@@ -27,7 +28,6 @@ class AccessMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.routes: list[BaseRoute] | None = None  # the app's, read on the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,21 +73,9 @@ class AccessMiddleware:
             logger.info("%s %s %d %.1fms", method, route, status, duration_ms, extra=extra)
             request_id_var.reset(token)
 
-    def _template(self, scope: Scope) -> str:
-        """The route template the request matches ('/predict', '/docs-assets/{path}'), never the raw path."""
-        if self.routes is None:
-            app = scope.get("app")
-            self.routes = list(getattr(app, "routes", []))
-        partial: str | None = None
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                return _path_of(route)
-            if match == Match.PARTIAL and partial is None:
-                partial = _path_of(route)  # the path matches, the method does not (a 405)
-        return partial or UNMATCHED
-
-
-def _path_of(route: BaseRoute) -> str:
-    path = str(getattr(route, "path", UNMATCHED))
-    return f"{path}/{{path}}" if isinstance(route, Mount) else path
+    @staticmethod
+    def _template(scope: Scope) -> str:
+        """The route template ('/predict'), resolved as the instrumentator resolves its `handler`
+        label so the two agree; never the raw path."""
+        name = get_route_name(HTTPConnection(scope), should_include_root_path=False)
+        return str(name) if name else UNMATCHED

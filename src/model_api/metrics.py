@@ -108,8 +108,8 @@ class Metrics:
         )
         self.model_ready = Gauge(
             "model_ready",
-            "1 when the model is loaded and warmed and the service is not draining (min over workers).",
-            multiprocess_mode="livemin",
+            "1 when the model is loaded and warmed and the service is not draining (any live worker).",
+            multiprocess_mode="livemax",
             registry=self.registry,
         )
         self.load_duration = Gauge(
