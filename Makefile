@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA := $(CURDIR)/data
 export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA)/mlflow.db
 # Debian packages the test suite drives for real.
-APT_PACKAGES := chromium
+APT_PACKAGES := chromium prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Load tests: against a running server (`make serve` in another terminal).
@@ -15,7 +15,8 @@ DURATION ?= 60s
 USERS ?= 100
 SPAWN_RATE ?= 20
 
-.PHONY: help install system-deps apt demo serve test lint unit integration bench loadtest clean
+.PHONY: help install system-deps apt demo serve test lint unit integration rules bench loadtest clean
+
 
 help:
 	@echo "make serve   - install, register the demo model if missing, serve it on :8000"
@@ -58,7 +59,13 @@ unit: install
 integration: install system-deps
 	$(BIN)/pytest tests/integration
 
-test: install system-deps lint
+# Prometheus config, rule files and the unit tests of every alert (promtool, from Debian's prometheus).
+rules: system-deps
+	promtool check config prometheus.yml
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.test.yml
+
+test: install system-deps lint rules
 	$(BIN)/pytest
 
 bench: demo

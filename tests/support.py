@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -205,3 +206,14 @@ def mlflow_server_process(
         yield url, process
     finally:
         stop(process)
+
+
+def log_entries(log: str) -> list[dict[str, Any]]:
+    """Parse a JSON-lines log; a line that is not a JSON object fails the test (the format is a contract)."""
+    entries = []
+    for line in log.splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            assert isinstance(entry, dict), line
+            entries.append(entry)
+    return entries

@@ -113,6 +113,12 @@ class MicroBatcher(Predictor):
                 return
             merged = Batch.concat([p.batch for p in live])
             probabilities = any(p.probabilities for p in live)
+            started = time.perf_counter()
+            labels = self.name, self.version or ""
+            self._metrics.batch_size.labels(*labels).observe(merged.n_rows)
+            wait = self._metrics.queue_wait.labels(*labels)
+            for p in live:
+                wait.observe(started - p.queued_at)
             try:
                 result = await super().predict(merged, probabilities)
             except Exception as exc:

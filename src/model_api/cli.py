@@ -4,36 +4,75 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from model_api.logs import configure_logging, logging_config
 from model_api.settings import Settings
 
+if TYPE_CHECKING:
+    import uvicorn
+
 logger = logging.getLogger("model_api")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+STARTUP_FAILURE = 3  # uvicorn's exit code for a server that could not start
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if settings.workers > 1 or MULTIPROC_ENV in os.environ:
+        # prometheus_client picks multiprocess mode when it is first imported, so the directory is
+        # set (and emptied of a previous run's files) before anything here imports it.
+        os.environ[MULTIPROC_ENV] = settings.multiproc_dir
+        from model_api.metrics import reset_multiproc_dir
+
+        reset_multiproc_dir(Path(settings.multiproc_dir))
+
     import uvicorn
 
-    settings = Settings()
     # uvicorn drains on SIGTERM and then re-raises it against the handler it found, which would end
     # a cleanly drained process with -15. A drained stop is a clean exit: 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    host = args.host or settings.host
-    port = args.port or settings.port
-    uvicorn.run(
-        "model_api.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        log_config=logging_config(settings.log_level),
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
-    )
-    return 0
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": args.host or settings.host,
+        "port": args.port or settings.port,
+        "log_config": logging_config(settings.log_level, settings.log_format),
+        "log_level": settings.log_level,
+        "access_log": False,  # the access middleware logs each request once, with its request id
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.workers == 1:
+        uvicorn.run("model_api.main:create_app", **options)
+        return 0
+    return _supervise(uvicorn.Config("model_api.main:create_app", workers=settings.workers, **options))
+
+
+def _supervise(config: uvicorn.Config) -> int:
+    """Run several workers; a worker that dies is replaced and its live gauges dropped.
+
+    uvicorn.run would exit 0 when the workers cannot load the model; this exits non-zero.
+    """
+    from prometheus_client.multiprocess import mark_process_dead
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def keep_subprocess_alive(self) -> None:
+            before = {p.pid for p in self.processes}
+            super().keep_subprocess_alive()
+            for pid in before - {p.pid for p in self.processes}:
+                if pid is not None:
+                    mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+    supervisor = Supervisor(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+    return STARTUP_FAILURE if failed else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -72,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     health.set_defaults(run=_healthcheck)
     args = parser.parse_args(argv)
     if args.command != "healthcheck":
-        configure_logging(Settings().log_level)
+        settings = Settings()
+        configure_logging(settings.log_level, settings.log_format)
+        # MLflow would install a text handler of its own at import; its records go through ours.
+        os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     code: int = args.run(args)
     return code
 

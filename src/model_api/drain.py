@@ -36,6 +36,7 @@ def install_sigterm_drain(state: ServiceState, grace_s: float) -> Callable[[], N
             server_handler(signum, frame)
             return
         state.draining = True
+        state.metrics.set_ready(False)
         logger.info("SIGTERM: draining; /ready answers 503, new connections refused in %.1fs", grace_s)
         loop.call_soon_threadsafe(loop.call_later, grace_s, server_handler, signum, None)
 

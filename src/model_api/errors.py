@@ -166,6 +166,12 @@ def render(error: ServingError, request_id: str | None) -> Response:
     return JSONResponse(body, status_code=error.status_code)
 
 
+def answer(request: Request, error: ServingError) -> Response:
+    """Render `error` for this request, leaving its code where the access middleware counts it."""
+    request.state.error_code = error.code
+    return render(error, request_id_of(request))
+
+
 _HTTP_ERRORS: dict[int, type[ServingError]] = {
     400: BadRequest,
     404: NotFound,
@@ -186,7 +192,7 @@ def install_error_handlers(app: FastAPI) -> None:
             logger.error(
                 "%s (request_id=%s)", exc.message, rid, exc_info=(type(cause), cause, cause.__traceback__)
             )
-        return render(exc, rid)
+        return answer(request, exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         # FastAPI's own validation (query and path parameters): report locations, never inputs.
@@ -198,14 +204,14 @@ def install_error_handlers(app: FastAPI) -> None:
             )
             for err in exc.errors()
         ]
-        return render(InvalidInput("the request is invalid", details), request_id_of(request))
+        return answer(request, InvalidInput("the request is invalid", details))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         kind = _HTTP_ERRORS.get(exc.status_code, ServingError)
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         error = kind(message)
-        response = render(error, request_id_of(request))
+        response = answer(request, error)
         response.status_code = exc.status_code
         if exc.headers:
             response.headers.update(exc.headers)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from model_api import __version__
+from model_api.access import AccessMiddleware
 from model_api.api import admin, predict, service
 from model_api.api.docs import install_docs
 from model_api.drain import install_sigterm_drain
@@ -55,6 +56,14 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
             loaded.load_seconds,
         )
         state.predictor = predictor
+        state.metrics.model_loaded(
+            loaded.name,
+            loaded.version,
+            loaded.ref.alias,
+            loaded.run_id,
+            loaded.load_seconds,
+            loaded.loaded_at,
+        )
         app.openapi_schema = None
         # Everything loaded so far (MLflow, pandas, the model) lives as long as the process: keep
         # it out of the garbage collector's full passes, which otherwise stall requests for tens
@@ -70,10 +79,12 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
         finally:
             restore_sigterm()
             state.draining = True
+            state.metrics.set_ready(False)
             await rollout.close()
             served = state.predictor
             await served.drain()
             await anyio.to_thread.run_sync(served.close)
+            state.metrics.close()
 
     app = FastAPI(
         title="Model API",
@@ -87,7 +98,8 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     app.state.service = state
     install_error_handlers(app)
     state.metrics.instrument(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(AccessMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the id is set before anything logs
     app.include_router(service.router)
     app.include_router(predict.router)
     app.include_router(admin.router)

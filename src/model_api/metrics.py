@@ -1,10 +1,33 @@
-"""Prometheus metrics: one registry per app, rendered by a plain /metrics route."""
+"""Prometheus metrics: one registry per app, rendered by a plain /metrics route.
+
+With several worker processes (PROMETHEUS_MULTIPROC_DIR set before prometheus_client is imported),
+every worker writes its values to files in that directory and /metrics aggregates all of them
+through a MultiProcessCollector in a fresh registry per scrape, so a scrape answered by any worker
+reports the whole server. Gauges say how they combine across workers (`multiprocess_mode`), and
+the live-only gauges of workers that died are removed before each scrape.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Serving latencies are milliseconds; the default buckets start at 5 ms and say little below it.
 LATENCY_BUCKETS = (
@@ -26,14 +49,30 @@ LATENCY_BUCKETS = (
     5.0,
 )
 
+# Rows per model call: single rows up to a full request (MODEL_API_MAX_ROWS defaults to 1000).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+
 
 class Metrics:
-    """Owns the app's registry and every metric the service records."""
+    """Owns the app's registry and every metric the service records.
+
+    Label values are bounded: model name and version, outcome, error code, route template and
+    method. Request ids, raw paths and feature values never become labels.
+    """
 
     content_type = CONTENT_TYPE_LATEST
 
+    _served: tuple[str, str, str, str] | None = None
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.multiproc_dir: Path | None = None
+        if path := os.environ.get(MULTIPROC_ENV):
+            self.multiproc_dir = Path(path)
+            self.multiproc_dir.mkdir(parents=True, exist_ok=True)
+            sweep_dead_workers(self.multiproc_dir)
         model = ["model_name", "model_version"]
         self.predictions = Counter(
             "predictions",
@@ -49,6 +88,61 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.queue_wait = Histogram(
+            "queue_wait_seconds",
+            "Time a request waits for the model (batcher queue) before its batch runs, by model.",
+            model,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "model_batch_size",
+            "Rows per model call (one micro-batch), by model.",
+            model,
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "model_info",
+            "The served model: always 1, with its name, version, alias and run id as labels.",
+            [*model, "alias", "run_id"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.model_ready = Gauge(
+            "model_ready",
+            "1 when the model is loaded and warmed and the service is not draining (any live worker).",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.load_duration = Gauge(
+            "model_load_duration_seconds",
+            "How long the last model load took (resolve, download, deserialize, warm up), by model.",
+            model,
+            multiprocess_mode="livemostrecent",
+            registry=self.registry,
+        )
+        self.last_load = Gauge(
+            "model_last_load_timestamp_seconds",
+            "Unix time of the last model load, by model.",
+            model,
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "errors",
+            "Error answers, by the error code of the JSON body (invalid_input, model_not_ready, ...).",
+            ["code"],
+            registry=self.registry,
+        )
+        self.in_progress = Gauge(
+            "http_requests_inprogress",
+            "Requests being answered now, by route template and method (summed over workers).",
+            ["handler", "method"],
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.model_ready.set(0)
 
         self.reloads = Counter(
             "model_reloads",
@@ -61,12 +155,101 @@ class Metrics:
     def instrument(self, app: FastAPI) -> None:
         """HTTP metrics by route template, method and status (requests and latency)."""
         # The instrumentator's in-progress gauge ignores `registry` and lands in the global one,
-        # which breaks a second app in the same process; so it stays off.
-        Instrumentator(
+        # which breaks a second app in the same process; so it stays off, and the access
+        # middleware (access.py) keeps `http_requests_inprogress` in this registry instead.
+        # Only the two metrics the rules and dashboard use: the default set also measures request
+        # and response sizes and a second, finer latency histogram, on every request.
+        instrumentator = Instrumentator(
             should_group_status_codes=False,
             excluded_handlers=["/metrics"],
             registry=self.registry,
-        ).instrument(app, latency_lowr_buckets=LATENCY_BUCKETS)
+        )
+        instrumentator.add(
+            instrumentator_metrics.requests(registry=self.registry),
+            instrumentator_metrics.latency(buckets=LATENCY_BUCKETS, registry=self.registry),
+        ).instrument(app)
+
+    def model_loaded(
+        self,
+        name: str,
+        version: str | None,
+        alias: str | None,
+        run_id: str | None,
+        load_seconds: float,
+        loaded_at: datetime,
+    ) -> None:
+        """Record which model is served, how long it took to load, and when; mark the service ready.
+
+        After a rollout the previous model's `model_info` series drops to 0."""
+        labels = (name, version or "", alias or "", run_id or "")
+        if self._served is not None and self._served != labels:
+            self.model_info.labels(*self._served).set(0)
+        self._served = labels
+        self.model_info.labels(*labels).set(1)
+        self.load_duration.labels(name, version or "").set(load_seconds)
+        self.last_load.labels(name, version or "").set(loaded_at.timestamp())
+        self.model_ready.set(1)
+
+    def set_ready(self, ready: bool) -> None:
+        self.model_ready.set(1 if ready else 0)
+
+    def observe_batch(self, model_name: str, version: str | None, rows: int, queue_wait_s: float) -> None:
+        """Record one model call of the micro-batcher: how many rows it carried, and how long a
+        request waited in the queue before its batch ran (call once per request for the wait, or
+        once per batch with the oldest request's wait; once per batch for the size)."""
+        labels = model_name, version or ""
+        self.batch_size.labels(*labels).observe(rows)
+        self.queue_wait.labels(*labels).observe(queue_wait_s)
+
+    def count_error(self, code: str) -> None:
+        self.errors.labels(code).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The Prometheus text of this process, or of every worker in multiprocess mode."""
+        if self.multiproc_dir is None:
+            return generate_latest(self.registry)
+        sweep_dead_workers(self.multiproc_dir)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.multiproc_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """This process stops serving: drop its live gauges (counters and histograms stay)."""
+        if self.multiproc_dir is not None:
+            mark_process_dead(os.getpid(), str(self.multiproc_dir))  # type: ignore[no-untyped-call]
+
+
+def sweep_dead_workers(path: Path) -> list[int]:
+    """Mark dead every worker whose live gauges are still on disk; returns their pids.
+
+    A worker killed outright (OOM, SIGKILL) cannot clean up after itself; without this its
+    in-progress requests and model info would be reported forever.
+    """
+    dead: list[int] = []
+    for file in path.glob("gauge_live*.db"):
+        match = _LIVE_GAUGE_FILE.match(file.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid not in dead and not _alive(pid):
+            dead.append(pid)
+    for pid in dead:
+        mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+    return dead
+
+
+def reset_multiproc_dir(path: Path) -> None:
+    """Create the metrics directory and empty it of a previous run's files (before workers start)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for file in path.glob("*.db"):
+        file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

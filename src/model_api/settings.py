@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
@@ -80,3 +82,14 @@ class Settings(BaseSettings):
 
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
     """After the grace, how long requests in flight and in the batch queue get to finish."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes (uvicorn workers); above 1, metrics are shared through PROMETHEUS_MULTIPROC_DIR."""
+
+    log_format: Literal["json", "text"] = "json"
+    """Log lines as JSON objects (for log collectors) or as plain text (for a terminal)."""
+
+    multiproc_dir: str = Field(
+        default_factory=lambda: str(Path(tempfile.gettempdir()) / "model-api-metrics"),
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "MODEL_API_MULTIPROC_DIR"),
+    )
+    """Where worker processes keep their metrics (PROMETHEUS_MULTIPROC_DIR is honoured); emptied at start."""

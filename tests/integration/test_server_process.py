@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port, running_service, service_env, start_service, stop
+from tests.support import free_port, log_entries, running_service, service_env, start_service, stop
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -78,7 +78,12 @@ def startup_failure(tmp_path: Path, **env_extra: str) -> tuple[int, str]:
 
 
 def error_lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if " ERROR " in line and "model_api" in line]
+    """The service's ERROR messages; the log is JSON lines (the default format)."""
+    return [
+        entry["message"]
+        for entry in log_entries(log)
+        if entry["level"] == "ERROR" and entry["logger"].startswith("model_api")
+    ]
 
 
 def test_unknown_model_exits_non_zero_with_one_clear_line(tmp_path: Path) -> None:
