@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import urllib.request
@@ -19,6 +20,11 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings()
+    # prometheus_client writes per-process files there and refuses a folder that is missing; in the
+    # image it is under /tmp, a fresh tmpfs on a read-only root.
+    multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if multiproc_dir:
+        Path(multiproc_dir).mkdir(parents=True, exist_ok=True)
     # uvicorn drains on SIGTERM and then re-raises it against the handler it found, which would end
     # a cleanly drained process with -15. A drained stop is a clean exit: 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -48,8 +54,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _healthcheck(args: argparse.Namespace) -> int:
+    # The container's HEALTHCHECK runs this with no URL: it follows MODEL_API_PORT.
+    url = args.url or f"http://127.0.0.1:{Settings().port}/health"
     try:
-        with urllib.request.urlopen(args.url, timeout=args.timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310
             return 0 if response.status == 200 else 1
     except OSError:
         return 1
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--artifacts", default="data/artifacts", help="where the model files go")
     demo.set_defaults(run=_demo)
     health = commands.add_parser("healthcheck", help="exit 0 when the server answers /health")
-    health.add_argument("--url", default="http://127.0.0.1:8000/health")
+    health.add_argument("--url", default=None, help="default: http://127.0.0.1:$MODEL_API_PORT/health")
     health.add_argument("--timeout", type=float, default=3.0)
     health.set_defaults(run=_healthcheck)
     args = parser.parse_args(argv)
