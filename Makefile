@@ -7,9 +7,11 @@ DATA := $(CURDIR)/data
 export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA)/mlflow.db
 # Debian packages the test suite drives for real.
 APT_PACKAGES := chromium
+# The image test builds and runs Dockerfile.api: a container engine and a base image made here.
+APT_PACKAGES += podman runc debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps demo serve test lint unit integration clean
+.PHONY: help install system-deps demo serve test lint unit integration image-test clean
 
 help:
 	@echo "make serve   - install, register the demo model if missing, serve it on :8000"
@@ -40,6 +42,7 @@ lint: install
 	$(BIN)/ruff check src tests locustfile.py
 	$(BIN)/ruff format --check src tests locustfile.py
 	$(BIN)/mypy
+	$(BIN)/hadolint --failure-threshold warning Dockerfile.api
 
 unit: install
 	$(BIN)/pytest tests/unit tests/api
@@ -48,7 +51,13 @@ integration: install system-deps
 	$(BIN)/pytest tests/integration
 
 test: install system-deps lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m 'not container'
+	$(MAKE) --no-print-directory image-test
+
+# Builds Dockerfile.api with no network (a local python:3.11-slim stand-in, the host's wheels) and
+# runs it; the tests remove every container they start, pass or fail. Caches: ~/.cache/model-api.
+image-test: install system-deps
+	$(BIN)/pytest -m container tests/container
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
