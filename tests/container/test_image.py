@@ -156,11 +156,15 @@ class Burst:
                 except httpx.ConnectError:
                     self.record("refused")  # never accepted: the listener is closed
                     return
-                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
                     # Queued in the kernel's backlog but never accepted before the server closed its
                     # listener: reset with no answer at all. A response cut short is a failure.
-                    unanswered = isinstance(exc, httpx.ReadError) or "without sending" in str(exc)
-                    self.record("unanswered", None if unanswered else f"broken response: {exc!r}")
+                    protocol = isinstance(exc, httpx.RemoteProtocolError)
+                    cut_short = protocol and "without sending" not in str(exc)
+                    self.record("unanswered", f"broken response: {exc!r}" if cut_short else None)
+                    continue
+                except httpx.HTTPError as exc:
+                    self.record("failed", f"{exc!r}")
                     continue
                 if response.status_code == 200 and "predictions" in response.json():
                     self.record("ok")
