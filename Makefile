@@ -7,6 +7,8 @@ DATA := $(CURDIR)/data
 export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA)/mlflow.db
 # Debian packages the test suite drives for real.
 APT_PACKAGES := chromium prometheus
+# The image test builds and runs Dockerfile.api: a container engine and a base image made here.
+APT_PACKAGES += podman runc debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Load tests: against a running server (`make serve` in another terminal).
@@ -15,8 +17,7 @@ DURATION ?= 60s
 USERS ?= 100
 SPAWN_RATE ?= 20
 
-.PHONY: help install system-deps apt demo serve test lint unit integration rules bench loadtest clean
-
+.PHONY: help install system-deps apt demo serve test lint unit integration rules image-test bench loadtest clean
 
 help:
 	@echo "make serve   - install, register the demo model if missing, serve it on :8000"
@@ -35,8 +36,9 @@ install: $(BIN)/.installed
 system-deps:
 	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_PACKAGES)"
 
+# A package removed but not purged still answers `dpkg -s`: only "ok installed" counts.
 apt:
-	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
@@ -52,6 +54,7 @@ lint: install
 	$(BIN)/ruff check src tests locustfile.py
 	$(BIN)/ruff format --check src tests locustfile.py
 	$(BIN)/mypy
+	$(BIN)/hadolint --failure-threshold warning Dockerfile.api
 
 unit: install
 	$(BIN)/pytest tests/unit tests/api
@@ -66,7 +69,13 @@ rules: system-deps
 	promtool test rules deploy/prometheus/tests/*.test.yml
 
 test: install system-deps lint rules
-	$(BIN)/pytest
+	$(BIN)/pytest -m 'not container'
+	$(MAKE) --no-print-directory image-test
+
+# Builds Dockerfile.api with no network (a local python:3.11-slim stand-in, the host's wheels) and
+# runs it; the tests remove every container they start, pass or fail. Caches: ~/.cache/model-api.
+image-test: install system-deps
+	$(BIN)/pytest -m container tests/container
 
 bench: demo
 	@$(MAKE) --no-print-directory apt PACKAGES="wrk"

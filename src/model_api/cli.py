@@ -45,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
         "log_config": logging_config(settings.log_level, settings.log_format),
         "log_level": settings.log_level,
         "access_log": False,  # the access middleware logs each request once, with its request id
-        "timeout_graceful_shutdown": 30,
+        "timeout_graceful_shutdown": settings.shutdown_timeout_s,
     }
     if settings.workers == 1:
         uvicorn.run("model_api.main:create_app", **options)
@@ -87,8 +87,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _healthcheck(args: argparse.Namespace) -> int:
+    # The container's HEALTHCHECK runs this with no URL: it follows MODEL_API_PORT.
+    url = args.url or f"http://127.0.0.1:{Settings().port}/health"
     try:
-        with urllib.request.urlopen(args.url, timeout=args.timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310
             return 0 if response.status == 200 else 1
     except OSError:
         return 1
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--artifacts", default="data/artifacts", help="where the model files go")
     demo.set_defaults(run=_demo)
     health = commands.add_parser("healthcheck", help="exit 0 when the server answers /health")
-    health.add_argument("--url", default="http://127.0.0.1:8000/health")
+    health.add_argument("--url", default=None, help="default: http://127.0.0.1:$MODEL_API_PORT/health")
     health.add_argument("--timeout", type=float, default=3.0)
     health.set_defaults(run=_healthcheck)
     args = parser.parse_args(argv)
