@@ -52,17 +52,20 @@ async def list_models(predictor: PredictorDep) -> dict[str, list[str]]:
 
 
 @router.get("/models/{name}")
-async def model_ready(name: str, predictor: PredictorDep) -> dict[str, Any]:
+async def model_ready(name: str, state: StateDep) -> dict[str, Any]:
     """200 with ready=true when the named model is served and ready; 404 for another name."""
+    predictor = state.require_ready()
     require_model(predictor, name)
     return {"name": predictor.name, "ready": True}
 
 
 @router.post("/models/{name}:predict")
-async def predict(name: str, request: Request, state: StateDep, predictor: PredictorDep) -> Response:
+async def predict(name: str, request: Request, state: StateDep) -> Response:
     """One prediction per instance, in order."""
-    require_model(predictor, name)
+    require_model(state.require_predictor(), name)  # 503/404 before reading the body
     payload = await read_json(request, state.settings.max_body_bytes, untyped_is_json=True)
+    # Taken after the last await before predict(): a rollout may have swapped models meanwhile.
+    predictor = state.require_predictor()
     _, result = await predict_counted(
         state, predictor, lambda: parse_v1(payload, predictor, state.settings.max_rows)
     )

@@ -37,8 +37,9 @@ async def server_live() -> dict[str, bool]:
 
 
 @router.get("/health/ready")
-async def server_ready(predictor: PredictorDep) -> dict[str, bool]:
+async def server_ready(state: StateDep) -> dict[str, bool]:
     """200 once the model is loaded and warmed; 503 while loading or draining."""
+    state.require_ready()
     return {"ready": True}
 
 
@@ -52,20 +53,22 @@ async def model_metadata(name: str, predictor: PredictorDep, version: str | None
 
 @router.get("/models/{name}/ready")
 @router.get("/models/{name}/versions/{version}/ready")
-async def model_ready(name: str, predictor: PredictorDep, version: str | None = None) -> dict[str, Any]:
-    """200 when the served model is ready; 404 for a model or version not served."""
+async def model_ready(name: str, state: StateDep, version: str | None = None) -> dict[str, Any]:
+    """200 when the served model is ready; 404 for a model or version not served; 503 draining."""
+    predictor = state.require_ready()
     require_model(predictor, name, version)
     return {"name": predictor.name, "ready": True}
 
 
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
-async def infer(
-    name: str, request: Request, state: StateDep, predictor: PredictorDep, version: str | None = None
-) -> Response:
+async def infer(name: str, request: Request, state: StateDep, version: str | None = None) -> Response:
     """Predict: one input per feature column, or one 2-D input in signature order."""
-    require_model(predictor, name, version)
+    require_model(state.require_predictor(), name, version)  # 503/404 before reading the body
     payload = await read_json(request, state.settings.max_body_bytes, untyped_is_json=True)
+    # Taken after the last await before predict(): a rollout may have swapped models meanwhile.
+    predictor = state.require_predictor()
+    require_model(predictor, name, version)
     infer_request, result = await predict_counted(
         state, predictor, lambda: oip.parse_infer(payload, predictor, state.settings.max_rows)
     )
