@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The kserve SDK for the KServe manifest check, in its own venv (it pins pandas<3).
+KSERVE_VENV ?= .venv-kserve
 DATA := $(CURDIR)/data
 export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA)/mlflow.db
 # Debian packages the test suite drives for real.
@@ -17,7 +19,7 @@ DURATION ?= 60s
 USERS ?= 100
 SPAWN_RATE ?= 20
 
-.PHONY: help install system-deps apt demo serve test lint unit integration rules image-test bench loadtest clean
+.PHONY: help install system-deps apt demo serve test lint unit integration rules image-test bench loadtest manifests kserve-sdk clean
 
 help:
 	@echo "make serve   - install, register the demo model if missing, serve it on :8000"
@@ -31,7 +33,14 @@ $(BIN)/.installed: pyproject.toml requirements-serve.txt
 	$(BIN)/python -m pip install --quiet -r requirements-serve.txt -e '.[dev]'
 	@touch $@
 
+$(KSERVE_VENV)/.installed: tests/deploy/requirements-kserve.txt
+	@test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet -r tests/deploy/requirements-kserve.txt
+	@touch $@
+
 install: $(BIN)/.installed
+
+kserve-sdk: $(KSERVE_VENV)/.installed
 
 system-deps:
 	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_PACKAGES)"
@@ -62,13 +71,17 @@ unit: install
 integration: install system-deps
 	$(BIN)/pytest tests/integration
 
+# deploy/: kustomize build, Kubernetes schemas (strict), KServe models (strict), probe/port drift.
+manifests: install kserve-sdk
+	$(BIN)/pytest tests/deploy/test_manifests.py
+
 # Prometheus config, rule files and the unit tests of every alert (promtool, from Debian's prometheus).
 rules: system-deps
 	promtool check config prometheus.yml
 	promtool check rules deploy/prometheus/rules/*.yml
 	promtool test rules deploy/prometheus/tests/*.test.yml
 
-test: install system-deps lint rules
+test: install kserve-sdk system-deps lint rules
 	$(BIN)/pytest -m 'not container'
 	$(MAKE) --no-print-directory image-test
 
@@ -89,4 +102,4 @@ loadtest: install
 	  --exit-code-on-error 1
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache .mypy_cache .ruff_cache

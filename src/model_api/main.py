@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 from model_api import __version__
 from model_api.access import AccessMiddleware
-from model_api.api import admin, predict, service
+from model_api.api import admin, kserve_v1, predict, service, v2
 from model_api.api.docs import install_docs
 from model_api.drain import install_sigterm_drain
 from model_api.errors import ModelLoadError, install_error_handlers
@@ -103,6 +103,8 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     app.include_router(service.router)
     app.include_router(predict.router)
     app.include_router(admin.router)
+    app.include_router(kserve_v1.router)
+    app.include_router(v2.router)
     install_docs(app)
     _install_openapi(app, state)
     return app

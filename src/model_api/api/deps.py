@@ -33,9 +33,15 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """Read and parse a JSON body, refusing it as soon as it is known to be over `limit` bytes."""
-    if not _is_json(request.headers.get("content-type", "")):
+async def read_json(request: Request, limit: int, *, untyped_is_json: bool = False) -> Any:
+    """Read and parse a JSON body, refusing it as soon as it is known to be over `limit` bytes.
+
+    With `untyped_is_json`, a body sent without a Content-Type is read as JSON (some inference
+    protocol clients send none)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None and untyped_is_json:
+        content_type = "application/json"
+    if not _is_json(content_type or ""):
         raise UnsupportedMediaType("send the body as JSON with 'Content-Type: application/json'")
     too_large = PayloadTooLarge(f"the body is larger than the {limit}-byte limit")
     declared = request.headers.get("content-length")

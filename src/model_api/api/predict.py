@@ -8,9 +8,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from model_api.api.deps import StateDep, read_json
+from model_api.api.inference import predict_counted
 from model_api.api.models import ERROR_RESPONSES, PredictResponse
-from model_api.errors import ErrorDetail, InvalidInput, ServingError, request_id_of
+from model_api.errors import ErrorDetail, InvalidInput, request_id_of
 from model_api.responses import JSONResponse
+from model_api.schemas import PredictRequest
 
 router = APIRouter()
 
@@ -35,24 +37,17 @@ async def predict(request: Request, state: StateDep) -> Response:
     payload = await read_json(request, state.settings.max_body_bytes)
     # Taken after the last await before predict(): a rollout may have swapped models meanwhile.
     predictor = state.require_predictor()
-    labels = predictor.name, predictor.version or ""
-    try:
+
+    def parse() -> PredictRequest:
         parsed = predictor.schema.parse_predict(payload, state.settings.max_rows)
         if parsed.return_probabilities and not predictor.has_probabilities:
             raise InvalidInput(
                 "this model gives no class probabilities",
                 [ErrorDetail("the model has no predict_proba", field="return_probabilities")],
             )
-    except ServingError:
-        state.metrics.predictions.labels(*labels, "invalid").inc()
-        raise
-    try:
-        result = await predictor.predict(parsed.batch, parsed.return_probabilities)
-    except ServingError:
-        state.metrics.predictions.labels(*labels, "error").inc()
-        raise
-    state.metrics.predictions.labels(*labels, "ok").inc()
-    state.metrics.rows.labels(*labels).inc(parsed.batch.n_rows)
+        return parsed
+
+    _, result = await predict_counted(state, predictor, parse)
     body: dict[str, Any] = {"predictions": result.labels}
     if result.probabilities is not None:
         body["probabilities"] = result.probabilities

@@ -1,0 +1,298 @@
+"""Open Inference Protocol (KServe V2) tensors: datatypes, model metadata, and the infer request and
+response in JSON, mapped onto the model's signature.
+
+A request carries the rows in one of two forms:
+
+- one input per feature column, named after the feature, shape [N] or [N, 1]: what KServe and
+  MLServer clients send for a DataFrame (content type "pd");
+- a single 2-D input of shape [N, width], values in signature order.
+
+Outputs are "predict" (one label per row) and, when asked for, "predict_proba" ([N, classes], in
+the order of the model's classes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from model_api.errors import BadRequest, ErrorDetail, InvalidInput, TooManyRows
+from model_api.predictor import Prediction, Predictor
+from model_api.schemas import Batch, InputSchema, Kind
+
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+OUTPUTS = (PREDICT, PREDICT_PROBA)
+
+NUMERIC = frozenset(
+    ("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64")
+)
+DATATYPES = NUMERIC | {"BOOL", "BYTES"}
+KIND_DATATYPE = {
+    Kind.DOUBLE: "FP64",
+    Kind.FLOAT: "FP32",
+    Kind.LONG: "INT64",
+    Kind.INTEGER: "INT32",
+    Kind.BOOLEAN: "BOOL",
+    Kind.STRING: "BYTES",
+}
+
+_REQUEST_KEYS = frozenset(("id", "parameters", "inputs", "outputs"))
+_INPUT_KEYS = frozenset(("name", "shape", "datatype", "parameters", "data"))
+_SHOWN = 64
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One decoded request input: its values flattened in row-major order."""
+
+    name: str
+    shape: tuple[int, ...]
+    datatype: str
+    data: list[Any]
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A validated infer request: the rows, the outputs asked for, and the id to echo."""
+
+    id: str | None
+    batch: Batch
+    outputs: tuple[str, ...]
+
+    @property
+    def return_probabilities(self) -> bool:
+        return PREDICT_PROBA in self.outputs
+
+
+def _short(name: Any) -> str:
+    return str(name)[:_SHOWN]
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    if not any(type(v) is list for v in data):
+        return data
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:  # iterative, so deep nesting cannot exhaust the stack
+        for value in stack[-1]:
+            if type(value) is list:
+                stack.append(iter(value))
+                break
+            flat.append(value)
+        else:
+            stack.pop()
+    return flat
+
+
+def _tensor(raw: Any, index: int) -> Tensor:
+    where = f"inputs[{index}]"
+    if type(raw) is not dict:
+        raise BadRequest(f"{where} must be an object with name, shape, datatype and data")
+    unknown = sorted(_short(k) for k in raw if k not in _INPUT_KEYS)
+    if unknown:
+        raise BadRequest(f"{where} has unknown field(s): {', '.join(unknown)}")
+    name, shape, datatype, data = (raw.get(k) for k in ("name", "shape", "datatype", "data"))
+    parameters = raw.get("parameters", {})
+    if type(name) is not str or not name:
+        raise BadRequest(f"{where}.name must be a non-empty string")
+    where = f"input '{_short(name)}'"
+    if type(parameters) is not dict:
+        raise BadRequest(f"{where}: parameters must be an object")
+    if "binary_data_size" in parameters:
+        raise BadRequest(f"{where}: binary tensor data is not supported; send the data as JSON")
+    if type(shape) is not list or not shape or not all(type(d) is int and d >= 0 for d in shape):
+        raise BadRequest(f"{where}: shape must be a non-empty list of non-negative integers")
+    if type(datatype) is not str or datatype not in DATATYPES:
+        raise BadRequest(f"{where}: datatype must be one of {', '.join(sorted(DATATYPES))}")
+    if type(data) is not list:
+        raise BadRequest(f"{where}: data must be a list")
+    flat = _flatten(data)
+    size = math.prod(shape)
+    if len(flat) != size:
+        raise BadRequest(f"{where}: shape {shape} needs {size} value(s), data has {len(flat)}")
+    return Tensor(name, tuple(shape), datatype, flat)
+
+
+def _fits(datatype: str, kind: Kind) -> bool:
+    if kind is Kind.STRING:
+        return datatype == "BYTES"
+    if kind is Kind.BOOLEAN:
+        return datatype == "BOOL"
+    return datatype in NUMERIC
+
+
+def _columns_batch(tensors: list[Tensor], schema: InputSchema, max_rows: int) -> Batch:
+    """One input per feature column."""
+    features = {f.name: f for f in schema.features}
+    missing = [f.name for f in schema.features if f.required and f.name not in {t.name for t in tensors}]
+    if missing:
+        raise InvalidInput(
+            f"missing input(s) for feature(s): {', '.join(missing)}",
+            [ErrorDetail("missing input", field=n) for n in missing[:10]],
+        )
+    faults = []
+    for t in tensors:
+        if len(t.shape) > 2 or (len(t.shape) == 2 and t.shape[1] != 1):
+            shape = list(t.shape)
+            faults.append(ErrorDetail(f"shape must be [rows] or [rows, 1], got {shape}", field=t.name))
+        kind = features[t.name].kind
+        if not _fits(t.datatype, kind):
+            faults.append(
+                ErrorDetail(
+                    f"datatype {t.datatype} does not fit a {kind.value} feature; send {KIND_DATATYPE[kind]}",
+                    field=t.name,
+                )
+            )
+    if faults:
+        raise InvalidInput("inputs do not fit the model's features", faults[:10])
+    counts = {t.shape[0] for t in tensors}
+    if len(counts) > 1:
+        raise InvalidInput(f"every input must have the same number of rows; got {sorted(counts)}")
+    n_rows = counts.pop()
+    if n_rows > max_rows:
+        raise TooManyRows(f"{n_rows} rows in one request; at most {max_rows} are allowed")
+    columns = [(t.name, t.data) for t in tensors]
+    records = [{name: data[i] for name, data in columns} for i in range(n_rows)]
+    return schema.parse_records(records, max_rows, "inputs")
+
+
+def _rows_batch(tensor: Tensor, schema: InputSchema, max_rows: int) -> Batch:
+    """A single 2-D input, values in signature order."""
+    n_rows, width = tensor.shape
+    if width != len(schema.names):
+        raise InvalidInput(
+            f"input '{_short(tensor.name)}' has {width} columns; the model takes {len(schema.names)} "
+            f"in this order: {', '.join(schema.names)}"
+        )
+    if n_rows > max_rows:
+        raise TooManyRows(f"{n_rows} rows in one request; at most {max_rows} are allowed")
+    data = tensor.data
+    rows = [data[i * width : (i + 1) * width] for i in range(n_rows)]
+    return schema.parse_rows(rows, max_rows, _short(tensor.name))
+
+
+def _outputs(raw: Any, predictor: Predictor) -> tuple[str, ...]:
+    if raw is None:
+        return (PREDICT,)
+    if type(raw) is not list or not raw:
+        raise BadRequest("outputs must be a non-empty list of objects with a name")
+    names: list[str] = []
+    for i, item in enumerate(raw):
+        name = item.get("name") if type(item) is dict else None
+        if type(name) is not str:
+            raise BadRequest(f"outputs[{i}] must be an object with a name")
+        if name not in OUTPUTS:
+            raise BadRequest(f"unknown output '{_short(name)}'; the outputs are {', '.join(OUTPUTS)}")
+        if name == PREDICT_PROBA and not predictor.has_probabilities:
+            raise InvalidInput(f"this model gives no class probabilities; ask for '{PREDICT}' only")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def parse_infer(payload: Any, predictor: Predictor, max_rows: int) -> InferRequest:
+    """Validate an infer request body against the served model's signature."""
+    if type(payload) is not dict:
+        raise BadRequest("the body must be a JSON object with 'inputs'")
+    unknown = sorted(_short(k) for k in payload if k not in _REQUEST_KEYS)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; use id, parameters, inputs, outputs")
+    request_id = payload.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise BadRequest("id must be a string")
+    if type(payload.get("parameters", {})) is not dict:
+        raise BadRequest("parameters must be an object")
+    raw_inputs = payload.get("inputs")
+    if type(raw_inputs) is not list or not raw_inputs:
+        raise BadRequest("inputs must be a non-empty list of tensors")
+    if len(raw_inputs) > len(predictor.schema.names):
+        raise BadRequest(f"{len(raw_inputs)} inputs; the model has {len(predictor.schema.names)} features")
+    outputs = _outputs(payload.get("outputs"), predictor)
+    tensors = [_tensor(raw, i) for i, raw in enumerate(raw_inputs)]
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        raise BadRequest("input names must be unique")
+    schema = predictor.schema
+    known = set(schema.names)
+    if all(n in known for n in names):
+        batch = _columns_batch(tensors, schema, max_rows)
+    elif len(tensors) == 1 and len(tensors[0].shape) == 2:
+        batch = _rows_batch(tensors[0], schema, max_rows)
+    else:
+        strangers = ", ".join(_short(n) for n in names if n not in known)
+        raise InvalidInput(
+            f"unknown input(s): {strangers}; send one input per feature ({', '.join(schema.names)}) "
+            "or a single 2-D input in that order"
+        )
+    return InferRequest(request_id, batch, outputs)
+
+
+# -- responses ------------------------------------------------------------------------------------
+
+
+def datatype_of(values: list[Any]) -> str:
+    """The datatype of output values as JSON carries them."""
+    if values and all(type(v) is bool for v in values):
+        return "BOOL"
+    if all(type(v) is int for v in values):
+        return "INT64"
+    if all(type(v) in (int, float) for v in values):
+        return "FP64"
+    return "BYTES"
+
+
+def encode_outputs(request: InferRequest, result: Prediction, predictor: Predictor) -> list[dict[str, Any]]:
+    """The response tensors for the outputs asked for."""
+    n_rows = request.batch.n_rows
+    out: list[dict[str, Any]] = []
+    for name in request.outputs:
+        if name == PREDICT:
+            labels = result.labels
+            out.append({"name": PREDICT, "datatype": datatype_of(labels), "shape": [n_rows], "data": labels})
+        else:
+            keys = [str(c) for c in predictor.classes]
+            rows = result.probabilities or []
+            data = [row[k] for row in rows for k in keys]
+            shape = [n_rows, len(keys)]
+            out.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": shape, "data": data})
+    return out
+
+
+def model_metadata(predictor: Predictor) -> dict[str, Any]:
+    """The model's inputs and outputs from its signature; -1 stands for the number of rows."""
+    inputs = [
+        {"name": f.name, "datatype": KIND_DATATYPE[f.kind], "shape": [-1]} for f in predictor.schema.features
+    ]
+    outputs: list[dict[str, Any]] = [{"name": PREDICT, "datatype": _label_datatype(predictor), "shape": [-1]}]
+    if predictor.has_probabilities:
+        outputs.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(predictor.classes)]})
+    return {
+        "name": predictor.name,
+        "versions": [predictor.version] if predictor.version is not None else [],
+        "platform": f"mlflow_{predictor.loaded.flavor}",
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {"content_type": "pd"},
+    }
+
+
+_MLFLOW_DATATYPE = {k.value: v for k, v in KIND_DATATYPE.items()}
+_NUMPY_DATATYPE = {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}
+
+
+def _label_datatype(predictor: Predictor) -> str:
+    if predictor.classes:
+        return datatype_of(predictor.classes)
+    signature = predictor.loaded.signature
+    specs = getattr(getattr(signature, "outputs", None), "inputs", None) or []
+    if specs:
+        spec_type = getattr(specs[0], "type", None)
+        name = str(getattr(spec_type, "name", "")).lower()
+        if name in _MLFLOW_DATATYPE:
+            return _MLFLOW_DATATYPE[name]
+        kind = getattr(spec_type, "kind", "")
+        if kind in _NUMPY_DATATYPE:
+            return _NUMPY_DATATYPE[kind]
+    return "FP64"

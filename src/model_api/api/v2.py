@@ -1,0 +1,82 @@
+"""The Open Inference Protocol (KServe V2) over REST: health, server and model metadata, infer.
+
+Every inference goes through the same predictor as /predict (and so its batching and metrics).
+Errors are {"error": "..."}: see `api/protocol.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from model_api import __version__
+from model_api.api import oip
+from model_api.api.deps import PredictorDep, StateDep, read_json
+from model_api.api.inference import predict_counted
+from model_api.api.protocol import ProtocolRoute, require_model
+from model_api.errors import request_id_of
+from model_api.responses import JSONResponse
+
+SERVER_NAME = "model-api"
+
+router = APIRouter(prefix="/v2", tags=["inference protocol v2"], route_class=ProtocolRoute)
+
+
+@router.get("")
+async def server_metadata() -> dict[str, Any]:
+    """Server metadata: name, version and the protocol extensions supported (none)."""
+    return {"name": SERVER_NAME, "version": __version__, "extensions": []}
+
+
+@router.get("/health/live")
+async def server_live() -> dict[str, bool]:
+    """200 whenever the process is up."""
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def server_ready(state: StateDep) -> dict[str, bool]:
+    """200 once the model is loaded and warmed; 503 while loading or draining."""
+    state.require_ready()
+    return {"ready": True}
+
+
+@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}")
+async def model_metadata(name: str, predictor: PredictorDep, version: str | None = None) -> dict[str, Any]:
+    """The model's inputs and outputs, from its signature; 404 for a model or version not served."""
+    require_model(predictor, name, version)
+    return oip.model_metadata(predictor)
+
+
+@router.get("/models/{name}/ready")
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_ready(name: str, state: StateDep, version: str | None = None) -> dict[str, Any]:
+    """200 when the served model is ready; 404 for a model or version not served; 503 draining."""
+    predictor = state.require_ready()
+    require_model(predictor, name, version)
+    return {"name": predictor.name, "ready": True}
+
+
+@router.post("/models/{name}/infer")
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer(name: str, request: Request, state: StateDep, version: str | None = None) -> Response:
+    """Predict: one input per feature column, or one 2-D input in signature order."""
+    require_model(state.require_predictor(), name, version)  # 503/404 before reading the body
+    payload = await read_json(request, state.settings.max_body_bytes, untyped_is_json=True)
+    # Taken after the last await before predict(): a rollout may have swapped models meanwhile.
+    predictor = state.require_predictor()
+    require_model(predictor, name, version)
+    infer_request, result = await predict_counted(
+        state, predictor, lambda: oip.parse_infer(payload, predictor, state.settings.max_rows)
+    )
+    body = {
+        "model_name": predictor.name,
+        "model_version": predictor.version,
+        "id": infer_request.id if infer_request.id is not None else request_id_of(request),
+        "parameters": {"content_type": "np"},
+        "outputs": oip.encode_outputs(infer_request, result, predictor),
+    }
+    return JSONResponse(body)
