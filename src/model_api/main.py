@@ -55,15 +55,7 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
             loaded.ref.uri,
             loaded.load_seconds,
         )
-        state.predictor = predictor
-        state.metrics.model_loaded(
-            loaded.name,
-            loaded.version,
-            loaded.ref.alias,
-            loaded.run_id,
-            loaded.load_seconds,
-            loaded.loaded_at,
-        )
+        state.serve(predictor)
         app.openapi_schema = None
         # Everything loaded so far (MLflow, pandas, the model) lives as long as the process: keep
         # it out of the garbage collector's full passes, which otherwise stall requests for tens
@@ -81,7 +73,7 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
             state.draining = True
             state.metrics.set_ready(False)
             await rollout.close()
-            served = state.predictor
+            served = state.require_predictor()
             await served.drain()
             await anyio.to_thread.run_sync(served.close)
             state.metrics.close()

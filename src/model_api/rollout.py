@@ -188,15 +188,7 @@ class Rollout:
             )
             logger.error("%s; still serving version %s", message, current.version)
             return ReloadResult("refused", current.version, target, message)
-        self._state.predictor = new  # the swap: one assignment on the event loop
-        self._state.metrics.model_loaded(
-            loaded.name,
-            loaded.version,
-            loaded.ref.alias,
-            loaded.run_id,
-            loaded.load_seconds,
-            loaded.loaded_at,
-        )
+        self._state.serve(new)  # the swap
         self.status.failed_version = None
         self.status.schema_changes = problems
         self._on_swap()

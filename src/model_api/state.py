@@ -51,6 +51,20 @@ class ServiceState:
     def ready(self) -> bool:
         return self.predictor is not None and not self.draining
 
+    def serve(self, predictor: Predictor) -> None:
+        """Make `predictor` the one requests use (one assignment: atomic on the event loop) and
+        record in the metrics which model is served."""
+        self.predictor = predictor
+        loaded = predictor.loaded
+        self.metrics.model_loaded(
+            loaded.name,
+            loaded.version,
+            loaded.ref.alias,
+            loaded.run_id,
+            loaded.load_seconds,
+            loaded.loaded_at,
+        )
+
     def require_predictor(self) -> Predictor:
         """The serving predictor, or ModelNotReady while the model is loading."""
         if self.predictor is None:
