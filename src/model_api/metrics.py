@@ -80,7 +80,12 @@ class Metrics:
             [*model, "outcome"],
             registry=self.registry,
         )
-        self.rows = Counter("prediction_rows", "Rows predicted, by model.", model, registry=self.registry)
+        self.rows = Counter(
+            "prediction_rows",
+            "Rows predicted, by model and outcome (ok, error).",
+            [*model, "outcome"],
+            registry=self.registry,
+        )
         self.model_latency = Histogram(
             "model_latency_seconds",
             "Time the model alone takes per call, by model.",

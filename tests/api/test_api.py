@@ -97,7 +97,7 @@ def test_metrics_count_predictions(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'predictions_total{model_name="ChurnPredictor",model_version="1",outcome="ok"} 1.0' in text
     assert 'predictions_total{model_name="ChurnPredictor",model_version="1",outcome="invalid"} 1.0' in text
-    assert 'prediction_rows_total{model_name="ChurnPredictor",model_version="1"} 3.0' in text
+    assert 'prediction_rows_total{model_name="ChurnPredictor",model_version="1",outcome="ok"} 3.0' in text
     assert "model_latency_seconds_bucket" in text
     assert 'http_requests_total{handler="/predict",method="POST",status="200"}' in text
 
@@ -284,7 +284,10 @@ def test_model_exception_is_a_500_with_request_id_and_the_server_goes_on(
         assert "req-boom" in caplog.text and "secret internal detail" in caplog.text
         rows[0]["age"] = 40
         assert client.post("/predict", json={"instances": rows}).status_code == 200
-        assert 'outcome="error"} 1.0' in client.get("/metrics").text
+        metrics = client.get("/metrics").text
+        labels = 'model_name="ChurnPredictor",model_version="1",outcome="error"'
+        assert f"predictions_total{{{labels}}} 1.0" in metrics
+        assert f"prediction_rows_total{{{labels}}} {float(len(rows))}" in metrics
 
 
 class Gated:

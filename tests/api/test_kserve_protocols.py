@@ -204,4 +204,4 @@ def test_every_protocol_counts_in_the_same_metrics(
     labels = 'model_name="ChurnPredictor",model_version="1"'
     assert f'predictions_total{{{labels},outcome="ok"}} 3.0' in text
     assert f'predictions_total{{{labels},outcome="invalid"}} 1.0' in text
-    assert f"prediction_rows_total{{{labels}}} {3.0 * n}" in text
+    assert f'prediction_rows_total{{{labels},outcome="ok"}} {3.0 * n}' in text

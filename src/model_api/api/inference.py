@@ -38,7 +38,8 @@ async def predict_counted(
         result = await predictor.predict(parsed.batch, parsed.return_probabilities)
     except ServingError:
         state.metrics.predictions.labels(*labels, "error").inc()
+        state.metrics.rows.labels(*labels, "error").inc(parsed.batch.n_rows)
         raise
     state.metrics.predictions.labels(*labels, "ok").inc()
-    state.metrics.rows.labels(*labels).inc(parsed.batch.n_rows)
+    state.metrics.rows.labels(*labels, "ok").inc(parsed.batch.n_rows)
     return parsed, result
