@@ -18,6 +18,7 @@ from model_api.api import admin, kserve_v1, predict, service, v2
 from model_api.api.docs import install_docs
 from model_api.drain import install_sigterm_drain
 from model_api.errors import ModelLoadError, install_error_handlers
+from model_api.logs import skip_unused_record_fields
 from model_api.metrics import Metrics
 from model_api.middleware import RequestIdMiddleware
 from model_api.responses import JSONResponse
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        skip_unused_record_fields()
         try:
             loaded = await anyio.to_thread.run_sync(load, settings)
             predictor = await anyio.to_thread.run_sync(build_predictor, loaded, settings, state.metrics)

@@ -348,8 +348,15 @@ class InputSchema:
         if self.tensor:
             dtype = np.result_type(*(f.dtype for f in self.features))
             return np.array([batch.columns[n] for n in self.names], dtype=dtype).T
+        # Strings stay object columns, as scikit-learn saw them in training; pandas 3 would
+        # otherwise infer its Arrow-backed string dtype, which the encoders convert back per call.
         return pd.DataFrame(
-            {f.name: np.asarray(batch.columns[f.name], dtype=f.dtype) for f in self.features},
+            {
+                f.name: pd.Series(batch.columns[f.name], dtype=object)
+                if f.kind is Kind.STRING
+                else np.asarray(batch.columns[f.name], dtype=f.dtype)
+                for f in self.features
+            },
             copy=False,
         )
 

@@ -64,10 +64,11 @@ class Settings(BaseSettings):
     model (100 trees behind a scaler and an encoder): 7.8 ms for 1 row, 7.9 ms for 64, 9.2 ms for
     512, 10.5 ms for 1024, so large batches cost little latency and multiply throughput."""
 
-    batch_max_wait_ms: float = Field(default=2.0, ge=0)
-    """How long a free model thread waits for more rows while other model threads are busy
-    (model_threads > 1). With every thread idle a batch is dispatched at once, so a lone request
-    never waits; with one thread, rows queue while the model works and form the next batch."""
+    batch_max_wait_ms: float = Field(default=10.0, ge=0)
+    """Longest a queued request waits for companions while a model thread is free, and only when
+    more are sure to come: other model threads are busy, or a recent batch held more requests than
+    are queued (concurrent clients are sending again). Also capped by the last model call's
+    duration, the most a wait can save. A lone client never waits."""
 
     reload_interval_s: float = Field(default=30.0, ge=0)
     """How often to ask the registry which version a movable URI (alias, latest, stage) names,

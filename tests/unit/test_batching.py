@@ -42,11 +42,13 @@ def model(champion: LoadedModel) -> Recording:
     return Recording(champion.model)
 
 
-def batcher(champion: LoadedModel, model: Recording, max_rows: int = 64, threads: int = 1) -> MicroBatcher:
+def batcher(
+    champion: LoadedModel, model: Recording, max_rows: int = 64, threads: int = 1, max_wait_s: float = 0.002
+) -> MicroBatcher:
     schema = build_input_schema(champion.model, champion.signature, champion.input_example)
     loaded = LoadedModel(**{**champion.__dict__, "model": model})
     return MicroBatcher(
-        loaded, schema, threads=threads, metrics=Metrics(), max_rows=max_rows, max_wait_s=0.002
+        loaded, schema, threads=threads, metrics=Metrics(), max_rows=max_rows, max_wait_s=max_wait_s
     )
 
 
@@ -149,3 +151,23 @@ def test_drain_answers_queued_work_and_refuses_new(champion: LoadedModel, model:
     answered, refused = asyncio.run(main())
     b.close()
     assert len(answered) == 5 and isinstance(refused, ModelNotReady)
+
+
+def test_after_concurrent_batches_a_free_model_waits_for_the_round(
+    champion: LoadedModel, model: Recording
+) -> None:
+    b = batcher(champion, model, max_rows=64, max_wait_s=5.0)
+
+    async def main() -> None:
+        # A round of 4 concurrent requests teaches the batcher its clients' concurrency ...
+        await asyncio.gather(*(b.predict(parse(b.schema, rows(1, seed=i)), False) for i in range(4)))
+        # ... so the next round, arriving one request per loop turn, still shares one call.
+        pending = []
+        for i in range(4):
+            pending.append(asyncio.ensure_future(b.predict(parse(b.schema, rows(1, seed=10 + i)), False)))
+            await asyncio.sleep(0)
+        await asyncio.gather(*pending)
+
+    asyncio.run(main())
+    b.close()
+    assert model.calls == [4, 4]
