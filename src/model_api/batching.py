@@ -16,7 +16,8 @@ longer than the last model call took (the most the wait can save). Measured on t
 thread also waits that long while others are busy.
 
 Each request keeps its own rows, in order, and gets back exactly their predictions. A model error
-fails the requests of its batch and no others. A request larger than `max_rows` runs alone.
+fails only the requests it comes from: a failed batch is split and retried until the failing
+requests stand alone. A request larger than `max_rows` runs alone.
 """
 
 from __future__ import annotations
@@ -132,32 +133,46 @@ class MicroBatcher(Predictor):
         try:
             if not live:
                 return
-            merged = Batch.concat([p.batch for p in live])
-            probabilities = any(p.probabilities for p in live)
             started = time.perf_counter()
             labels = self.name, self.version or ""
-            self._metrics.batch_size.labels(*labels).observe(merged.n_rows)
+            self._metrics.batch_size.labels(*labels).observe(sum(p.batch.n_rows for p in live))
             wait = self._metrics.queue_wait.labels(*labels)
             for p in live:
                 wait.observe(started - p.queued_at)
-            try:
-                result = await super().predict(merged, probabilities)
-                self._last_call_s = time.perf_counter() - started
-            except Exception as exc:
-                for p in live:
-                    if not p.future.done():
-                        p.future.set_exception(_own_copy(exc))
-                return
-            start = 0
-            for p in live:
-                stop = start + p.batch.n_rows
-                if not p.future.done():
-                    own = result.slice(start, stop)
-                    p.future.set_result(own if p.probabilities else Prediction(own.labels))
-                start = stop
+            await self._settle(live)
         finally:
             self._busy -= 1
             self._dispatch()
+
+    async def _settle(self, items: list[_Pending]) -> None:
+        """Answer `items` from one model call. If the model fails on their merged rows, split them
+        in halves and retry each, so a request the model fails on fails alone: the others of its
+        batch still get their predictions (a few more model calls, only when the model raises)."""
+        live = [p for p in items if not p.future.done()]  # a cancelled request is not computed
+        if not live:
+            return
+        merged = Batch.concat([p.batch for p in live])
+        probabilities = any(p.probabilities for p in live)
+        started = time.perf_counter()
+        try:
+            result = await super().predict(merged, probabilities)
+            self._last_call_s = time.perf_counter() - started
+        except Exception as exc:
+            if len(live) > 1:
+                half = len(live) // 2
+                await self._settle(live[:half])
+                await self._settle(live[half:])
+                return
+            if not live[0].future.done():
+                live[0].future.set_exception(_own_copy(exc))
+            return
+        start = 0
+        for p in live:
+            stop = start + p.batch.n_rows
+            if not p.future.done():
+                own = result.slice(start, stop)
+                p.future.set_result(own if p.probabilities else Prediction(own.labels))
+            start = stop
 
     async def drain(self) -> None:
         """Refuse new requests, then wait until every queued and running batch has answered."""

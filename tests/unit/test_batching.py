@@ -98,7 +98,7 @@ def test_a_lone_request_is_dispatched_alone(champion: LoadedModel, model: Record
     assert model.calls == [3] and len(result.labels) == 3
 
 
-def test_a_model_error_fails_only_its_own_batch(champion: LoadedModel, model: Recording) -> None:
+def test_a_model_error_fails_only_its_own_request(champion: LoadedModel, model: Recording) -> None:
     b = batcher(champion, model, max_rows=4)
     poisoned = rows(2, seed=1)
     poisoned[0]["age"] = 99
@@ -110,11 +110,32 @@ def test_a_model_error_fails_only_its_own_batch(champion: LoadedModel, model: Re
 
     results = asyncio.run(main())
     b.close()
-    assert model.calls == [4, 4], "two batches of two requests"
-    assert isinstance(results[0], PredictionFailed) and isinstance(results[1], PredictionFailed)
-    assert results[0] is not results[1], "each request gets its own error"
+    # Two batches of two requests; the failed one is split and retried request by request.
+    assert model.calls == [4, 2, 2, 4]
+    assert isinstance(results[0], PredictionFailed)
     assert isinstance(results[0].__cause__, RuntimeError)
-    assert all(isinstance(r, Prediction) for r in results[2:])
+    assert all(isinstance(r, Prediction) for r in results[1:]), "its batch mate is answered"
+    alone = pd.DataFrame(batches[1])[list(b.schema.names)]
+    assert results[1].labels == champion.model.predict(alone).tolist()
+
+
+def test_each_failing_request_gets_its_own_error(champion: LoadedModel, model: Recording) -> None:
+    b = batcher(champion, model, max_rows=8)
+    batches = [rows(2, seed=i) for i in range(4)]
+    batches[0][1]["age"] = 99
+    batches[3][0]["age"] = 99
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(b.predict(parse(b.schema, r), False) for r in batches), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    b.close()
+    assert model.calls[0] == 8 and len(model.calls) <= 7, "halving, not one call per request"
+    assert isinstance(results[0], PredictionFailed) and isinstance(results[3], PredictionFailed)
+    assert results[0] is not results[3], "each request gets its own error"
+    assert isinstance(results[1], Prediction) and isinstance(results[2], Prediction)
 
 
 def test_a_request_larger_than_the_batch_runs_alone(champion: LoadedModel, model: Recording) -> None:
