@@ -33,6 +33,10 @@ class Kind(StrEnum):
 
 
 _INT_RANGE = {Kind.LONG: (-(2**63), 2**63 - 1), Kind.INTEGER: (-(2**31), 2**31 - 1)}
+NUMBER_LIMIT = float(np.finfo(np.float32).max)
+"""Largest magnitude a float feature may have, even a double one: scikit-learn's trees (and many
+other estimators) compute in float32, where anything larger is infinity and the model raises."""
+_OUT_OF_RANGE = "must be a finite number within ±3.4e38 (no NaN or infinity)"
 _DTYPE = {
     Kind.DOUBLE: np.float64,
     Kind.FLOAT: np.float32,
@@ -74,7 +78,7 @@ class Feature:
         """This feature's JSON schema (OpenAPI 3.1)."""
         schema: dict[str, Any]
         if self.kind in (Kind.DOUBLE, Kind.FLOAT):
-            schema = {"type": "number"}
+            schema = {"type": "number", "minimum": -NUMBER_LIMIT, "maximum": NUMBER_LIMIT}
         elif self.kind in (Kind.LONG, Kind.INTEGER):
             low, high = _INT_RANGE[self.kind]
             schema = {"type": "integer", "format": "int64" if self.kind is Kind.LONG else "int32"}
@@ -153,12 +157,9 @@ def _check_column(feature: Feature, values: list[Any], errors: _Errors) -> list[
     if kind in (Kind.DOUBLE, Kind.FLOAT):
         for i, v in enumerate(values):
             t = type(v)
-            if t is float:
-                if not math.isfinite(v):
-                    errors.add("must be a finite number (no NaN or infinity)", i, name)
-            elif t is int:
-                if not -1.7e308 < v < 1.7e308:
-                    errors.add("number out of range", i, name)
+            if t is float or t is int:
+                if not -NUMBER_LIMIT <= v <= NUMBER_LIMIT:  # NaN fails this too
+                    errors.add(_OUT_OF_RANGE, i, name)
             elif v is None and nullable:
                 values[i] = math.nan
             else:
