@@ -46,6 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "access_log": False,  # the access middleware logs each request once, with its request id
         "timeout_graceful_shutdown": settings.shutdown_timeout_s,
+        "server_header": False,  # no "Server: uvicorn" for a scanner to match versions against
     }
     if settings.workers == 1:
         uvicorn.run("model_api.main:create_app", **options)

@@ -3,6 +3,7 @@
 ServingError (500 internal_error)
  ├── BadRequest (400 bad_request)
  │    └── MalformedJSON (400 malformed_json)
+ ├── Unauthorized (401 unauthorized)
  ├── InvalidInput (422 invalid_input)
  ├── NotFound (404 not_found)
  ├── MethodNotAllowed (405 method_not_allowed)
@@ -10,6 +11,7 @@ ServingError (500 internal_error)
  │    └── TooManyRows (413 too_many_rows)
  ├── UnsupportedMediaType (415 unsupported_media_type)
  ├── ModelNotReady (503 model_not_ready)
+ ├── RequestTimeout (504 timeout)
  └── PredictionFailed (500 prediction_failed)
 
 ModelLoadError (not an HTTP error: the model could not be loaded at startup)
@@ -82,6 +84,13 @@ class MalformedJSON(BadRequest):
     code = "malformed_json"
 
 
+class Unauthorized(ServingError):
+    """No API key, or not one of the configured keys, on a route that requires one."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
 class InvalidInput(ServingError):
     """The body is JSON of the right shape, but rows or features break the model's signature."""
 
@@ -128,6 +137,13 @@ class ModelNotReady(ServingError):
 
     status_code = 503
     code = "model_not_ready"
+
+
+class RequestTimeout(ServingError):
+    """The prediction took longer than the per-request timeout; the request id is in the log."""
+
+    status_code = 504
+    code = "timeout"
 
 
 class PredictionFailed(ServingError):

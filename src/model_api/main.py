@@ -16,6 +16,7 @@ from model_api import __version__
 from model_api.access import AccessMiddleware
 from model_api.api import admin, kserve_v1, predict, service, v2
 from model_api.api.docs import install_docs
+from model_api.auth import document_auth
 from model_api.drain import install_sigterm_drain
 from model_api.errors import ModelLoadError, install_error_handlers
 from model_api.logs import skip_unused_record_fields
@@ -23,6 +24,7 @@ from model_api.metrics import Metrics
 from model_api.middleware import RequestIdMiddleware
 from model_api.responses import JSONResponse
 from model_api.rollout import Loader, Rollout, build_predictor, load_from_registry
+from model_api.security import install_guards
 from model_api.settings import Settings
 from model_api.state import ServiceState
 
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     app.state.service = state
     install_error_handlers(app)
     state.metrics.instrument(app)
+    secured = install_guards(app, settings)
     app.add_middleware(AccessMiddleware, metrics=state.metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: the id is set before anything logs
     app.include_router(service.router)
@@ -101,6 +104,8 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     app.include_router(v2.router)
     install_docs(app)
     _install_openapi(app, state)
+    if secured:
+        document_auth(app)
     return app
 
 

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TRACKING_URI = "sqlite:///data/mlflow.db"
@@ -94,3 +94,18 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "MODEL_API_MULTIPROC_DIR"),
     )
     """Where worker processes keep their metrics (PROMETHEUS_MULTIPROC_DIR is honoured); emptied at start."""
+
+    api_keys: SecretStr | None = None
+    """Comma-separated API keys; when set (or api_keys_file is), every route but the probes, /metrics
+    and the docs requires one as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'. Off when unset."""
+
+    api_keys_file: Path | None = None
+    """A file of API keys, one per line ('#' starts a comment): a mounted Kubernetes Secret. Read at
+    startup, added to api_keys."""
+
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest a prediction may take, queueing included; a slower one is answered 504 and, if its
+    batch has not started, never computed."""
+
+    cors_origins: str = ""
+    """Comma-separated origins browsers may call the API from ('*' for any); CORS is off when empty."""

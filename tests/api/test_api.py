@@ -242,7 +242,7 @@ def test_gzip_body_is_not_inflated(client: TestClient) -> None:
     response = client.post(
         "/predict", content=bomb, headers={"content-type": "application/json", "content-encoding": "gzip"}
     )
-    assert response.status_code == 400
+    assert_error(response, 415, "unsupported_media_type")
 
 
 def test_unknown_route_and_method_use_the_error_shape(client: TestClient) -> None:

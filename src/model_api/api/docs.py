@@ -10,6 +10,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse
 
+from model_api.security import docs_csp
+
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 STATIC_URL = "/docs-assets"
 
@@ -21,10 +23,12 @@ def install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}",
             title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{root}{STATIC_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{STATIC_URL}/swagger-ui.css",
             swagger_favicon_url=f"{root}{STATIC_URL}/favicon.png",
         )
+        page.headers["content-security-policy"] = docs_csp(bytes(page.body))
+        return page

@@ -9,6 +9,7 @@ from model_api.errors import ServingError
 from model_api.predictor import Prediction, Predictor
 from model_api.schemas import Batch
 from model_api.state import ServiceState
+from model_api.timeouts import predict_within
 
 
 class Parsed(Protocol):
@@ -35,7 +36,9 @@ async def predict_counted(
         state.metrics.predictions.labels(*labels, "invalid").inc()
         raise
     try:
-        result = await predictor.predict(parsed.batch, parsed.return_probabilities)
+        result = await predict_within(
+            predictor, parsed.batch, parsed.return_probabilities, state.settings.request_timeout_s
+        )
     except ServingError:
         state.metrics.predictions.labels(*labels, "error").inc()
         state.metrics.rows.labels(*labels, "error").inc(parsed.batch.n_rows)

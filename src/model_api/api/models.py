@@ -100,4 +100,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "The rows break the model's signature."},
     500: {"model": ErrorResponse, "description": "The model failed; the request id is in the log."},
     503: {"model": ErrorResponse, "description": "The model is loading or the service is draining."},
+    504: {"model": ErrorResponse, "description": "The prediction took longer than the request timeout."},
 }
