@@ -36,6 +36,7 @@ _INT_RANGE = {Kind.LONG: (-(2**63), 2**63 - 1), Kind.INTEGER: (-(2**31), 2**31 -
 NUMBER_LIMIT = float(np.finfo(np.float32).max)
 """Largest magnitude a float feature may have, even a double one: scikit-learn's trees (and many
 other estimators) compute in float32, where anything larger is infinity and the model raises."""
+_EXACT_FLOAT_INT = 2**53
 _OUT_OF_RANGE = "must be a finite number within ±3.4e38 (no NaN or infinity)"
 _DTYPE = {
     Kind.DOUBLE: np.float64,
@@ -168,12 +169,15 @@ def _check_column(feature: Feature, values: list[Any], errors: _Errors) -> list[
                 break
     elif kind in (Kind.LONG, Kind.INTEGER):
         low, high = _INT_RANGE[kind]
+        # An integral float is taken as the integer only where floats are exact: beyond 2**53 (an
+        # out-of-range integer literal is parsed as a float) it may not be the integer that was sent.
+        flow, fhigh = max(low, -_EXACT_FLOAT_INT), min(high, _EXACT_FLOAT_INT)
         for i, v in enumerate(values):
             t = type(v)
             if t is int:
                 if not low <= v <= high:
                     errors.add(f"integer out of range for {kind.value}", i, name)
-            elif t is float and v.is_integer() and low <= v <= high:
+            elif t is float and v.is_integer() and flow <= v <= fhigh:
                 values[i] = int(v)
             elif v is None and nullable:
                 values[i] = math.nan

@@ -78,6 +78,8 @@ def test_ints_are_accepted_for_double_features(schema: InputSchema) -> None:
         ({"tenure_months": 1.5}, "tenure_months", "expected an integer"),
         ({"tenure_months": True}, "tenure_months", "expected an integer"),
         ({"tenure_months": 2**70}, "tenure_months", "out of range"),
+        # What orjson makes of an integer literal beyond int64: a float, rounded to exactly -2**63.
+        ({"tenure_months": float(-(2**63) - 1)}, "tenure_months", "expected an integer"),
         ({"monthly_charges": "70"}, "monthly_charges", "expected a number"),
         ({"monthly_charges": None}, "monthly_charges", "expected a number"),
         ({"monthly_charges": math.nan}, "monthly_charges", "finite"),
