@@ -8,6 +8,7 @@ array per model call.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,6 +38,21 @@ NUMBER_LIMIT = float(np.finfo(np.float32).max)
 """Largest magnitude a float feature may have, even a double one: scikit-learn's trees (and many
 other estimators) compute in float32, where anything larger is infinity and the model raises."""
 _EXACT_FLOAT_INT = 2**53
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:\- ]{1,64}")
+
+
+def _unknown_parts(what: str, name: Any, row: int | None = None) -> tuple[str, int | None, str | None]:
+    """An unknown name is repeated back only when it is a plain name: never arbitrary client text."""
+    if isinstance(name, str) and _PLAIN_NAME.fullmatch(name):
+        return what, row, name
+    return f"{what}; its name is not repeated (not a plain name of at most 64 characters)", row, None
+
+
+def _unknown(what: str, name: Any) -> ErrorDetail:
+    message, row, field = _unknown_parts(what, name)
+    return ErrorDetail(message, row=row, field=field)
+
+
 _OUT_OF_RANGE = "must be a finite number within ±3.4e38 (no NaN or infinity)"
 _DTYPE = {
     Kind.DOUBLE: np.float64,
@@ -232,7 +248,7 @@ class InputSchema:
         if unknown:
             raise InvalidInput(
                 "unknown top-level field(s); use 'instances' or 'features' and 'return_probabilities'",
-                [ErrorDetail("unknown field", field=str(k)[:64]) for k in unknown[:MAX_DETAILS]],
+                [_unknown("unknown field", k) for k in unknown[:MAX_DETAILS]],
             )
         proba = payload.get("return_probabilities", False)
         if type(proba) is not bool:
@@ -278,7 +294,7 @@ class InputSchema:
                         errors.add("missing feature", i, feature.name)
                 for name in row:
                     if name not in keys:
-                        errors.add("unknown feature", i, str(name)[:64])
+                        errors.add(*_unknown_parts("unknown feature", name, i))
                 if errors.count == before:  # only optional features are absent
                     for name, append in appenders:
                         append(row.get(name))

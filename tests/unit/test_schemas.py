@@ -236,3 +236,21 @@ def test_tensor_signature_takes_rows_as_an_array() -> None:
     assert schema.tensor and schema.names == ("x0", "x1", "x2")
     array = schema.to_model_input(schema.parse_rows([[0.1, 0.2, 0.3]], 10))
     assert isinstance(array, np.ndarray) and array.shape == (1, 3)
+
+
+@pytest.mark.parametrize("name", ["<script>alert(1)</script>", "k" * 65, "tenure_mönths", "", "a\nb"])
+def test_an_unknown_name_that_is_not_plain_is_not_repeated(schema: InputSchema, name: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        schema.parse_records([row(schema, **{name: 1})], 10)
+    [detail] = details(err)
+    assert "field" not in detail and "not repeated" in detail["message"]
+    with pytest.raises(InvalidInput) as err:
+        schema.parse_predict({"instances": [row(schema)], name: 1}, 10)
+    [detail] = details(err)
+    assert "field" not in detail and "not repeated" in detail["message"]
+
+
+def test_a_plain_unknown_name_is_named(schema: InputSchema) -> None:
+    with pytest.raises(InvalidInput) as err:
+        schema.parse_records([row(schema, favourite_colour="red")], 10)
+    assert details(err) == [{"row": 0, "field": "favourite_colour", "message": "unknown feature"}]
