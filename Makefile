@@ -19,13 +19,14 @@ DURATION ?= 60s
 USERS ?= 100
 SPAWN_RATE ?= 20
 
-.PHONY: help install system-deps apt demo serve test lint unit integration rules image-test bench loadtest manifests kserve-sdk clean
+.PHONY: help install system-deps apt demo serve test lint unit integration rules image-test bench loadtest manifests kserve-sdk soak clean
 
 help:
 	@echo "make serve   - install, register the demo model if missing, serve it on :8000"
 	@echo "make test    - everything CI checks: ruff, mypy --strict, the whole test suite"
 	@echo "make bench   - our service against mlflow models serve, side by side (about 4 minutes)"
 	@echo "make loadtest [HOST=... DURATION=60s USERS=100] - locust, headless, against a running server"
+	@echo "make soak [DURATION=60s USERS=100 WORKERS=1] - its own server under locust: no failures, flat memory"
 
 $(BIN)/.installed: pyproject.toml requirements-serve.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -100,6 +101,11 @@ loadtest: install
 	$(BIN)/locust -f locustfile.py --headless --host $(HOST) --users $(USERS) --spawn-rate $(SPAWN_RATE) \
 	  --run-time $(DURATION) --stop-timeout 10 --csv loadtest-results/locust --html loadtest-results/report.html \
 	  --exit-code-on-error 1
+
+# Soak: starts its own server (demo model, temporary registry), samples its memory during the run.
+WORKERS ?= 1
+soak: install
+	$(BIN)/python -m tests.soak --duration $(DURATION) --users $(USERS) --spawn-rate $(SPAWN_RATE) --workers $(WORKERS)
 
 clean:
 	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache .mypy_cache .ruff_cache
