@@ -25,6 +25,13 @@ STARTUP_FAILURE = 3  # uvicorn's exit code for a server that could not start
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
+    from model_api.auth import ApiKeysError, load_api_keys
+
+    try:
+        load_api_keys(settings)  # here, so a bad keys file is one clear line, not a traceback per worker
+    except ApiKeysError as exc:
+        logger.error("startup failed: %s", exc)
+        return STARTUP_FAILURE
     if settings.workers > 1 or MULTIPROC_ENV in os.environ:
         # prometheus_client picks multiprocess mode when it is first imported, so the directory is
         # set (and emptied of a previous run's files) before anything here imports it.

@@ -16,7 +16,7 @@ import psutil
 
 from model_api.registry import LoadedModel
 from tests.integration.test_workers import per_worker_counts
-from tests.support import Registry, free_port, running_service, service_env, wait_until
+from tests.support import Registry, free_port, running_service, service_env, start_service, stop, wait_until
 
 
 def workers(supervisor: int) -> set[int]:
@@ -93,3 +93,41 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
         assert len(failures) <= 1, f"only a request in flight at the kill may fail: {failures}"
         assert all(o is True for o in outcomes[: at_kill - 1]), "all answered before the kill"
         assert all(o is True for o in outcomes[replaced:]), "all answered after the replacement"
+
+
+def test_keys_from_a_mounted_file_guard_a_real_server_and_stay_out_of_its_log(
+    registry: Registry, tmp_path: Path
+) -> None:
+    secret = tmp_path / "api-keys"
+    secret.write_text("# the Secret's data, mounted\nkey-from-the-secret-4f1c\n")
+    env = service_env(registry.tracking_uri, free_port(), MODEL_API_API_KEYS_FILE=str(secret))
+    with running_service(env, tmp_path / "server.log") as server:
+        row = httpx.get(f"{server.url}/model/info", headers={"X-API-Key": "key-from-the-secret-4f1c"}).json()[
+            "input_example"
+        ][0]
+        denied = httpx.post(f"{server.url}/predict", json={"instances": [row]}, timeout=10)
+        assert denied.status_code == 401 and denied.headers["www-authenticate"].startswith("Bearer")
+        allowed = httpx.post(
+            f"{server.url}/predict",
+            json={"instances": [row]},
+            headers={"Authorization": "Bearer key-from-the-secret-4f1c"},
+            timeout=10,
+        )
+        assert allowed.status_code == 200
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        assert httpx.get(f"{server.url}/metrics", timeout=5).status_code == 200
+    log = server.log()
+    assert '"status": 401' in log or '"status":401' in log, "the refusal is in the access log"
+    assert "key-from-the-secret-4f1c" not in log
+
+
+def test_an_unreadable_keys_file_ends_startup_with_one_clear_line(registry: Registry, tmp_path: Path) -> None:
+    env = service_env(registry.tracking_uri, free_port(), MODEL_API_API_KEYS_FILE=str(tmp_path / "missing"))
+    server = start_service(env, tmp_path / "server.log")
+    try:
+        code = server.process.wait(timeout=60)
+    finally:
+        stop(server.process)
+    assert code != 0
+    log = server.log()
+    assert "MODEL_API_API_KEYS_FILE" in log and "No such file" in log and "Traceback" not in log
