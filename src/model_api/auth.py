@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from model_api.errors import Unauthorized, render
+from model_api.errors import Unauthorized
+from model_api.refusals import refusal, route_path
 from model_api.settings import Settings
 
 OPEN_PATHS = frozenset(
@@ -73,15 +74,6 @@ def is_open(path: str) -> bool:
     return path in OPEN_PATHS or _OPEN_PATTERN.match(path) is not None
 
 
-def route_path(scope: Scope) -> str:
-    """The request's path below the app's root path (what the routes match)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        return path[len(root) :] or "/"
-    return path
-
-
 def _digest(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()
 
@@ -126,8 +118,7 @@ class ApiKeyMiddleware:
         else:
             error = Unauthorized("send an API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
             challenge = b'Bearer realm="model-api"'
-        rid = scope.get("state", {}).get("request_id")
-        response = render(error, rid if isinstance(rid, str) else None)
+        response = refusal(error, scope)
         response.raw_headers.append((b"www-authenticate", challenge))
         await response(scope, receive, send)
 

@@ -3,14 +3,15 @@
 A declared Content-Length over the limit is refused before any byte is read; a body without one
 (chunked) is counted as it arrives and refused with the first chunk that crosses the limit, so a
 client can never make the service buffer more than the limit. Compressed request bodies are
-refused (415): nothing inflates them, so there is no decompression bomb to defuse.
+refused (415; 400 on the KServe protocol paths): nothing inflates them, so there is no bomb to defuse.
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_api.errors import BadRequest, PayloadTooLarge, ServingError, UnsupportedMediaType, render
+from model_api.errors import BadRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
+from model_api.refusals import refusal
 
 _IDENTITY = (b"", b"identity")
 
@@ -29,18 +30,17 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal: ServingError | None = None
+        refused: ServingError | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit():
-                    refusal = BadRequest("the Content-Length header is not a number")
+                    refused = BadRequest("the Content-Length header is not a number")
                 elif int(value) > self.limit:
-                    refusal = self._too_large()
+                    refused = self._too_large()
             elif name == b"content-encoding" and value.strip().lower() not in _IDENTITY:
-                refusal = UnsupportedMediaType("compressed request bodies are not accepted; send plain JSON")
-        if refusal is not None:
-            rid = scope.get("state", {}).get("request_id")
-            await render(refusal, rid if isinstance(rid, str) else None)(scope, receive, send)
+                refused = UnsupportedMediaType("compressed request bodies are not accepted; send plain JSON")
+        if refused is not None:
+            await refusal(refused, scope)(scope, receive, send)
             return
 
         received = 0

@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_api.auth import install_auth, route_path
+from model_api.auth import install_auth
 from model_api.limits import BodyLimitMiddleware
+from model_api.refusals import route_path
 from model_api.settings import Settings
 
 API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"

@@ -88,7 +88,7 @@ def records_with_key(client: TestClient) -> list[dict[str, Any]]:
 def test_probes_metrics_and_docs_stay_open_the_rest_is_closed(secured: TestClient) -> None:
     for path in ["/health", "/ready", "/metrics", "/docs", "/openapi.json", "/docs-assets/swagger-ui.css"]:
         assert secured.get(path).status_code == 200, path
-    for path in ["/model/info", "/no-such-route", "/v1/models/x:predict", "/admin/reload"]:
+    for path in ["/model/info", "/no-such-route", "/admin/reload"]:
         assert_error(secured.get(path), 401, "unauthorized")
 
 
@@ -118,6 +118,39 @@ def test_openapi_declares_both_schemes_on_protected_operations(secured: TestClie
     assert "security" in doc["paths"]["/model/info"]["get"]
     for open_path in ["/health", "/ready", "/metrics"]:
         assert "security" not in doc["paths"][open_path]["get"]
+
+
+def test_the_protocol_routes_are_refused_in_their_own_error_shape(secured: TestClient) -> None:
+    infer = "/v2/models/ChurnPredictor/infer"
+    denied = secured.post(infer, json={"inputs": []})
+    assert denied.status_code == 401 and denied.headers["www-authenticate"].startswith("Bearer")
+    assert isinstance(denied.json()["error"], str), "KServe clients parse {'error': '...'}"
+    key = {"X-API-Key": "first-key-0123456789"}
+    assert secured.get("/v2/models/ChurnPredictor").status_code == 401, "metadata needs a key"
+    assert secured.get("/v2/models/ChurnPredictor", headers=key).status_code == 200
+    for probe in [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/ChurnPredictor/ready",
+        "/v1/models/ChurnPredictor",
+    ]:
+        assert secured.get(probe).status_code == 200, probe
+    gzipped = secured.post(
+        "/v1/models/ChurnPredictor:predict",
+        content=b"x",
+        headers={**key, "content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert gzipped.status_code == 400 and "compressed" in gzipped.json()["error"]
+    too_large = secured.post(
+        infer, content=b" " * 2_000_000, headers={**key, "content-type": "application/json"}
+    )
+    assert too_large.status_code == 413 and isinstance(too_large.json()["error"], str)
+    doc = secured.get("/openapi.json").json()
+    assert doc["paths"]["/v2/models/{name}/infer"]["post"]["security"] == [
+        {"BearerAuth": []},
+        {"ApiKeyAuth": []},
+    ]
+    assert "security" not in doc["paths"]["/v2/health/ready"]["get"]
 
 
 # -- headers, CORS ----------------------------------------------------------------------------------------
@@ -313,6 +346,8 @@ def test_a_hung_model_times_out_with_504_and_the_server_stays_healthy(
             # The model thread is still stuck; a second request queues behind it and times out too.
             queued = client.post("/predict", json={"instances": rows}, headers={"X-Request-ID": "hung-2"})
             assert_error(queued, 504, "timeout")
+            v1 = client.post("/v1/models/ChurnPredictor:predict", json={"instances": rows})
+            assert v1.status_code == 504 and "timeout" in v1.json()["error"], "the protocols time out too"
             assert client.get("/health").status_code == 200
             assert client.get("/ready").status_code == 200
         finally:

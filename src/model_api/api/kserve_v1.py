@@ -14,7 +14,13 @@ from starlette.responses import Response
 
 from model_api.api.deps import PredictorDep, StateDep, read_json
 from model_api.api.inference import predict_counted
-from model_api.api.protocol import ProtocolRoute, require_model
+from model_api.api.protocol import (
+    PREDICT_STATUSES,
+    ProtocolRoute,
+    protocol_body,
+    protocol_responses,
+    require_model,
+)
 from model_api.errors import BadRequest
 from model_api.predictor import Predictor
 from model_api.responses import JSONResponse
@@ -45,21 +51,31 @@ def parse_v1(payload: Any, predictor: Predictor, max_rows: int) -> V1Request:
     return V1Request(schema.parse_rows(instances, max_rows, "instances"))
 
 
-@router.get("/models")
+@router.get("/models", responses=protocol_responses(503))
 async def list_models(predictor: PredictorDep) -> dict[str, list[str]]:
     """The served model's name."""
     return {"models": [predictor.name]}
 
 
-@router.get("/models/{name}")
-async def model_ready(name: str, state: StateDep) -> dict[str, Any]:
-    """200 with ready=true when the named model is served and ready; 404 for another name."""
-    predictor = state.require_ready()
-    require_model(predictor, name)
-    return {"name": predictor.name, "ready": True}
+V1_BODY = protocol_body(
+    {
+        "type": "object",
+        "required": ["instances"],
+        "properties": {
+            "instances": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": ["object", "array"]},
+                "description": "Records keyed by feature name, or rows in signature order.",
+            },
+            "parameters": {"type": "object"},
+        },
+        "additionalProperties": False,
+    }
+)
 
 
-@router.post("/models/{name}:predict")
+@router.post("/models/{name}:predict", responses=protocol_responses(*PREDICT_STATUSES), openapi_extra=V1_BODY)
 async def predict(name: str, request: Request, state: StateDep) -> Response:
     """One prediction per instance, in order."""
     require_model(state.require_predictor(), name)  # 503/404 before reading the body
@@ -70,3 +86,13 @@ async def predict(name: str, request: Request, state: StateDep) -> Response:
         state, predictor, lambda: parse_v1(payload, predictor, state.settings.max_rows)
     )
     return JSONResponse({"predictions": result.labels})
+
+
+# After :predict: '{name}' would also match 'NAME:predict', and the first route that matches the
+# path answers a wrong method (405) with its Allow header.
+@router.get("/models/{name}", responses=protocol_responses(404, 503))
+async def model_ready(name: str, state: StateDep) -> dict[str, Any]:
+    """200 with ready=true when the named model is served and ready; 404 for another name."""
+    predictor = state.require_ready()
+    require_model(predictor, name)
+    return {"name": predictor.name, "ready": True}

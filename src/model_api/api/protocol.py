@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -31,6 +32,36 @@ NAME_SHOWN = 64
 
 MAX_MESSAGE_DETAILS = 5
 """How many faults (row and field) an error message lists."""
+
+
+class ProtocolError(BaseModel):
+    """An error as the KServe protocols answer it."""
+
+    error: str
+
+
+_MEANINGS = {
+    400: "The request cannot be used: not JSON, the wrong shape, or rows that break the signature.",
+    404: "The model (or version) named is not the one served here.",
+    413: "The body or the number of rows is over the limit.",
+    500: "The model failed; the request id is in the log.",
+    503: "The model is loading or the service is draining.",
+    504: "The prediction took longer than the request timeout.",
+}
+
+
+def protocol_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a protocol route: each status it can answer, in the protocols' shape."""
+    return {s: {"model": ProtocolError, "description": _MEANINGS[s]} for s in statuses}
+
+
+PREDICT_STATUSES = (400, 404, 413, 500, 503, 504)
+"""What a protocol prediction route can answer besides 200 (401 too when API keys are on)."""
+
+
+def protocol_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """The `openapi_extra=` of a route whose JSON body is read by hand."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def status_of(error: ServingError) -> int:

@@ -15,7 +15,13 @@ from model_api import __version__
 from model_api.api import oip
 from model_api.api.deps import PredictorDep, StateDep, read_json
 from model_api.api.inference import predict_counted
-from model_api.api.protocol import ProtocolRoute, require_model
+from model_api.api.protocol import (
+    PREDICT_STATUSES,
+    ProtocolRoute,
+    protocol_body,
+    protocol_responses,
+    require_model,
+)
 from model_api.errors import request_id_of
 from model_api.responses import JSONResponse
 
@@ -36,23 +42,23 @@ async def server_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=protocol_responses(503))
 async def server_ready(state: StateDep) -> dict[str, bool]:
     """200 once the model is loaded and warmed; 503 while loading or draining."""
     state.require_ready()
     return {"ready": True}
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
+@router.get("/models/{name}", responses=protocol_responses(404, 503))
+@router.get("/models/{name}/versions/{version}", responses=protocol_responses(404, 503))
 async def model_metadata(name: str, predictor: PredictorDep, version: str | None = None) -> dict[str, Any]:
     """The model's inputs and outputs, from its signature; 404 for a model or version not served."""
     require_model(predictor, name, version)
     return oip.model_metadata(predictor)
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
+@router.get("/models/{name}/ready", responses=protocol_responses(404, 503))
+@router.get("/models/{name}/versions/{version}/ready", responses=protocol_responses(404, 503))
 async def model_ready(name: str, state: StateDep, version: str | None = None) -> dict[str, Any]:
     """200 when the served model is ready; 404 for a model or version not served; 503 draining."""
     predictor = state.require_ready()
@@ -60,8 +66,40 @@ async def model_ready(name: str, state: StateDep, version: str | None = None) ->
     return {"name": predictor.name, "ready": True}
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
+INFER_BODY = protocol_body(
+    {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["name", "datatype", "shape", "data"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "datatype": {"type": "string"},
+                        "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
+                        "data": {"type": "array"},
+                        "parameters": {"type": "object"},
+                    },
+                },
+            },
+            "outputs": {
+                "type": "array",
+                "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+            },
+        },
+    }
+)
+INFER_RESPONSES = protocol_responses(*PREDICT_STATUSES)
+
+
+@router.post("/models/{name}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
+@router.post("/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
 async def infer(name: str, request: Request, state: StateDep, version: str | None = None) -> Response:
     """Predict: one input per feature column, or one 2-D input in signature order."""
     require_model(state.require_predictor(), name, version)  # 503/404 before reading the body
