@@ -57,3 +57,19 @@ def test_settings_are_frozen() -> None:
 def test_fields_can_be_passed_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert Settings(tracking_uri="sqlite:///given.db").tracking_uri == "sqlite:///given.db"
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    from pydantic import AliasChoices
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names = (
+            [str(a) for a in alias.choices]
+            if isinstance(alias, AliasChoices)
+            else [f"MODEL_API_{name.upper()}"]
+        )
+        assert any(f"`{n}`" in readme for n in names), f"{names} missing from the README"
