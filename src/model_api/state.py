@@ -47,10 +47,6 @@ class ServiceState:
     rollout: RolloutStatus | None = None
     """How the service follows the registry, once the model is served."""
 
-    @property
-    def ready(self) -> bool:
-        return self.predictor is not None and not self.draining
-
     def serve(self, predictor: Predictor) -> None:
         """Make `predictor` the one requests use (one assignment: atomic on the event loop) and
         record in the metrics which model is served."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, Request
 
-from model_api.errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType
+from model_api.errors import MalformedJSON, UnsupportedMediaType
 from model_api.predictor import Predictor
 from model_api.state import ServiceState
 
@@ -33,8 +33,9 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def read_json(request: Request, limit: int, *, untyped_is_json: bool = False) -> Any:
-    """Read and parse a JSON body, refusing it as soon as it is known to be over `limit` bytes.
+async def read_json(request: Request, *, untyped_is_json: bool = False) -> Any:
+    """Read and parse a JSON body. Its size is bounded while it is read by the body-limit
+    middleware (`limits.py`), for every route.
 
     With `untyped_is_json`, a body sent without a Content-Type is read as JSON (some inference
     protocol clients send none)."""
@@ -43,18 +44,7 @@ async def read_json(request: Request, limit: int, *, untyped_is_json: bool = Fal
         content_type = "application/json"
     if not _is_json(content_type or ""):
         raise UnsupportedMediaType("send the body as JSON with 'Content-Type: application/json'")
-    too_large = PayloadTooLarge(f"the body is larger than the {limit}-byte limit")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await request.body()
     if not body:
         raise MalformedJSON("the body is empty; send a JSON object")
     try:

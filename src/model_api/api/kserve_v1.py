@@ -79,7 +79,7 @@ V1_BODY = protocol_body(
 async def predict(name: str, request: Request, state: StateDep) -> Response:
     """One prediction per instance, in order."""
     require_model(state.require_predictor(), name)  # 503/404 before reading the body
-    payload = await read_json(request, state.settings.max_body_bytes, untyped_is_json=True)
+    payload = await read_json(request, untyped_is_json=True)
     # Taken after the last await before predict(): a rollout may have swapped models meanwhile.
     predictor = state.require_predictor()
     _, result = await predict_counted(

@@ -34,7 +34,7 @@ REQUEST_BODY: dict[str, Any] = {
 async def predict(request: Request, state: StateDep) -> Response:
     """Predict one label per row; with `return_probabilities`, each row's class probabilities too."""
     state.require_predictor()  # 503 before reading a body the service cannot serve yet
-    payload = await read_json(request, state.settings.max_body_bytes)
+    payload = await read_json(request)
     # Taken after the last await before predict(): a rollout may have swapped models meanwhile.
     predictor = state.require_predictor()
 

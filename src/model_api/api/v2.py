@@ -103,7 +103,7 @@ INFER_RESPONSES = protocol_responses(*PREDICT_STATUSES)
 async def infer(name: str, request: Request, state: StateDep, version: str | None = None) -> Response:
     """Predict: one input per feature column, or one 2-D input in signature order."""
     require_model(state.require_predictor(), name, version)  # 503/404 before reading the body
-    payload = await read_json(request, state.settings.max_body_bytes, untyped_is_json=True)
+    payload = await read_json(request, untyped_is_json=True)
     # Taken after the last await before predict(): a rollout may have swapped models meanwhile.
     predictor = state.require_predictor()
     require_model(predictor, name, version)
