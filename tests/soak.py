@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from tests.support import ROOT, free_port, make_registry, running_service, service_env
+from tests.support import ROOT, free_port, locust_command, make_registry, running_service, service_env
 
 WARM_UP_S = 10.0
 """Left out of the memory comparison: users spawn, caches and the allocator's arenas fill."""
@@ -137,24 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 locust = subprocess.run(
                     [
-                        sys.executable,
-                        "-m",
-                        "locust",
-                        "-f",
-                        str(ROOT / "locustfile.py"),
-                        "--headless",
-                        "--host",
-                        server.url,
-                        "--users",
-                        str(args.users),
-                        "--spawn-rate",
-                        str(args.spawn_rate),
-                        "--run-time",
-                        f"{int(args.duration)}s",
-                        "--stop-timeout",
-                        "10",
-                        "--csv",
-                        str(args.out / "soak"),
+                        *locust_command(
+                            server.url,
+                            users=args.users,
+                            spawn_rate=args.spawn_rate,
+                            run_time_s=int(args.duration),
+                            csv_prefix=args.out / "soak",
+                        ),
                         "--only-summary",
                     ],
                     capture_output=True,

@@ -217,3 +217,29 @@ def log_entries(log: str) -> list[dict[str, Any]]:
             assert isinstance(entry, dict), line
             entries.append(entry)
     return entries
+
+
+def locust_command(
+    host: str, *, users: int, spawn_rate: int, run_time_s: int, csv_prefix: Path, stop_timeout_s: int = 10
+) -> list[str]:
+    """The project's locustfile, headless, against `host`, with CSV stats at `csv_prefix`."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "locustfile.py"),
+        "--headless",
+        "--host",
+        host,
+        "--users",
+        str(users),
+        "--spawn-rate",
+        str(spawn_rate),
+        "--run-time",
+        f"{run_time_s}s",
+        "--stop-timeout",
+        str(stop_timeout_s),
+        "--csv",
+        str(csv_prefix),
+    ]

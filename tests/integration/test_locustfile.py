@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from model_api.main import create_app
 from model_api.settings import Settings
-from tests.support import ROOT, server_in_thread
+from tests.support import locust_command, server_in_thread
 
 
 def test_locust_runs_every_task_without_failures(registry: Any, tmp_path: Path) -> None:
@@ -18,24 +17,9 @@ def test_locust_runs_every_task_without_failures(registry: Any, tmp_path: Path) 
     with server_in_thread(app) as url:
         result = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(ROOT / "locustfile.py"),
-                "--headless",
-                "--host",
-                url,
-                "--users",
-                "20",
-                "--spawn-rate",
-                "20",
-                "--run-time",
-                "6s",
-                "--stop-timeout",
-                "5",
-                "--csv",
-                str(tmp_path / "run"),
+                *locust_command(
+                    url, users=20, spawn_rate=20, run_time_s=6, csv_prefix=tmp_path / "run", stop_timeout_s=5
+                ),
                 "--exit-code-on-error",
                 "1",
             ],
