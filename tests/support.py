@@ -49,6 +49,14 @@ def make_registry(root: Path, n_trees: int = 20) -> Registry:
     return Registry(tracking_uri, root, demo)
 
 
+def answers_ok(url: str) -> bool:
+    """Whether `url` answers 200 now (a server still starting may refuse the connection)."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,10 +120,7 @@ def wait_ready(server: ServerProcess, timeout: float = 90.0) -> None:
     def ready() -> bool:
         if server.process.poll() is not None:
             raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            return httpx.get(f"{server.url}/ready", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
+        return answers_ok(f"{server.url}/ready")
 
     wait_until(ready, timeout, "the server to be ready", interval=0.25)
 
@@ -196,10 +201,7 @@ def mlflow_server_process(
 
     def up() -> bool:
         assert process.poll() is None, (root / "mlflow.log").read_text()
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
+        return answers_ok(f"{url}/health")
 
     try:
         wait_until(up, timeout, "mlflow server", interval=0.5)

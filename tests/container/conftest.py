@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.container.engine import (
@@ -20,7 +19,7 @@ from tests.container.engine import (
     ensure_wheels,
     image_python,
 )
-from tests.support import ROOT, free_port, make_registry, wait_until
+from tests.support import ROOT, answers_ok, free_port, make_registry, wait_until
 
 READY_TIMEOUT_S = 180.0
 
@@ -134,10 +133,7 @@ def wait_ready(container: Container) -> None:
         state = container.state()
         if not state.get("Running"):
             raise AssertionError(f"the container exited {state.get('ExitCode')}:\n{container.logs()}")
-        try:
-            return httpx.get(f"{container.url}/ready", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
+        return answers_ok(f"{container.url}/ready")
 
     try:
         wait_until(ready, READY_TIMEOUT_S, "the container to be ready", interval=0.5)
