@@ -150,7 +150,7 @@ def running_service(env: dict[str, str], log_path: Path, timeout: float = 90.0) 
 def register_version(registry_uri: str, artifacts: Path, *, seed: int, n_trees: int = 5) -> str:
     """Register another version of the demo model (same contract, other trees), alias untouched."""
     from model_api.demo import MODEL_NAME, build_pipeline, make_churn_table
-    from model_api.registry import register_sklearn_model
+    from model_api.registration import register_sklearn_model
 
     frame, label = make_churn_table(800, seed=seed)
     pipeline = build_pipeline(n_trees, seed=seed).fit(frame, label)

@@ -27,11 +27,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from model_api.contract import Batch, InputSchema
 from model_api.errors import ModelNotReady, PredictionFailed, ServingError
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.registry import LoadedModel
-from model_api.schemas import Batch, InputSchema
 
 # How long the size of a batch of several requests is remembered as the clients' concurrency.
 CONCURRENCY_MEMORY_S = 1.0

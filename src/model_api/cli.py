@@ -25,7 +25,7 @@ STARTUP_FAILURE = 3  # uvicorn's exit code for a server that could not start
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
-    from model_api.auth import ApiKeysError, load_api_keys
+    from model_api.middleware.api_keys import ApiKeysError, load_api_keys
 
     try:
         load_api_keys(settings)  # here, so a bad keys file is one clear line, not a traceback per worker

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model_api.registry import find_alias, register_sklearn_model
+from model_api.registration import find_alias, register_sklearn_model
 
 logger = logging.getLogger(__name__)
 

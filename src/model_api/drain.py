@@ -9,12 +9,12 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from model_api.state import ServiceState
+from model_api.dataplane import DataPlane
 
 logger = logging.getLogger(__name__)
 
 
-def install_sigterm_drain(state: ServiceState, grace_s: float) -> Callable[[], None]:
+def install_sigterm_drain(plane: DataPlane, grace_s: float) -> Callable[[], None]:
     """Wrap the server's SIGTERM handler: mark the service draining now (/ready answers 503),
     hand the signal on after `grace_s` so the server stops accepting and finishes what it has.
 
@@ -32,11 +32,10 @@ def install_sigterm_drain(state: ServiceState, grace_s: float) -> Callable[[], N
     loop = asyncio.get_running_loop()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        if state.draining:
+        if plane.draining:
             server_handler(signum, frame)
             return
-        state.draining = True
-        state.metrics.set_ready(False)
+        plane.start_draining()
         logger.info("SIGTERM: draining; /ready answers 503, new connections refused in %.1fs", grace_s)
         loop.call_soon_threadsafe(loop.call_later, grace_s, server_handler, signum, None)
 

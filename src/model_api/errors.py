@@ -1,4 +1,4 @@
-"""The service's error hierarchy and the one handler that renders every error as JSON.
+"""The service's error hierarchy (no web framework here: `api/errors.py` renders these as answers).
 
 ServingError (500 internal_error)
  ├── BadRequest (400 bad_request)
@@ -17,24 +17,15 @@ ServingError (500 internal_error)
 ModelLoadError (not an HTTP error: the model could not be loaded at startup)
  └── InvalidModelURI (the URI names no form the service can load)
 
-Every HTTP error is answered as {"error": {"code", "message", "details", "request_id"}}; details
-name the row and field at fault, never the offending value.
+Every HTTP error is answered by `api/errors.py`: {"error": {"code", "message", "details",
+"request_id"}} on the service's own routes, {"error": "..."} on the KServe protocol routes (/v1/,
+/v2/). Details name the row and field at fault, never the offending value.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
-
-from model_api.responses import JSONResponse
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -163,82 +154,3 @@ class ModelLoadError(Exception):
 
 class InvalidModelURI(ModelLoadError):
     """The model URI is not one of the forms the service loads."""
-
-
-def request_id_of(request: Request) -> str | None:
-    rid = getattr(request.state, "request_id", None)
-    return rid if isinstance(rid, str) else None
-
-
-def error_body(
-    code: str, message: str, details: list[dict[str, Any]], request_id: str | None
-) -> dict[str, Any]:
-    """The one JSON shape every error is answered with."""
-    return {"error": {"code": code, "message": message, "details": details, "request_id": request_id}}
-
-
-def render(error: ServingError, request_id: str | None) -> Response:
-    body = error_body(error.code, error.message, [d.to_dict() for d in error.details], request_id)
-    return JSONResponse(body, status_code=error.status_code)
-
-
-def answer(request: Request, error: ServingError) -> Response:
-    """Render `error` for this request, leaving its code where the access middleware counts it."""
-    request.state.error_code = error.code
-    return render(error, request_id_of(request))
-
-
-_HTTP_ERRORS: dict[int, type[ServingError]] = {
-    400: BadRequest,
-    404: NotFound,
-    405: MethodNotAllowed,
-    413: PayloadTooLarge,
-    415: UnsupportedMediaType,
-}
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every exception the app can raise through the one JSON error shape."""
-
-    async def on_serving_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ServingError)
-        rid = request_id_of(request)
-        if exc.status_code >= 500:  # the detail goes to the log, tied to the answer by the request id
-            cause = exc.__cause__ or exc
-            logger.error(
-                "%s (request_id=%s)", exc.message, rid, exc_info=(type(cause), cause, cause.__traceback__)
-            )
-        return answer(request, exc)
-
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        # FastAPI's own validation (query and path parameters): report locations, never inputs.
-        assert isinstance(exc, RequestValidationError)
-        details = [
-            ErrorDetail(
-                message=str(err.get("msg", "invalid")),
-                field=".".join(str(p) for p in err.get("loc", ())),
-            )
-            for err in exc.errors()
-        ]
-        return answer(request, InvalidInput("the request is invalid", details))
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        kind = _HTTP_ERRORS.get(exc.status_code, ServingError)
-        message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        error = kind(message)
-        response = answer(request, error)
-        response.status_code = exc.status_code
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        rid = request_id_of(request)
-        logger.error("unhandled error (request_id=%s)", rid, exc_info=exc)
-        return render(ServingError("internal error; quote the request id"), rid)
-
-    app.add_exception_handler(ServingError, on_serving_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)

@@ -1,32 +1,37 @@
-"""The app factory and its lifespan: load and warm the model off the event loop, then serve it."""
+"""The app factory: the middleware stack, the routers, and the lifespan that loads the model."""
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from model_api import __version__
-from model_api.access import AccessMiddleware
 from model_api.api import admin, kserve_v1, predict, service, v2
 from model_api.api.docs import install_docs
-from model_api.auth import document_auth
+from model_api.api.errors import install_error_handlers
+from model_api.api.openapi import install_openapi
+from model_api.dataplane import DataPlane
 from model_api.drain import install_sigterm_drain
-from model_api.errors import ModelLoadError, install_error_handlers
+from model_api.errors import ModelLoadError
 from model_api.logs import skip_unused_record_fields
 from model_api.metrics import Metrics
-from model_api.middleware import RequestIdMiddleware
+from model_api.middleware.access import AccessMiddleware
+from model_api.middleware.api_keys import ApiKeyMiddleware, load_api_keys
+from model_api.middleware.body_limit import BodyLimitMiddleware
+from model_api.middleware.errors import UnexpectedErrorMiddleware
+from model_api.middleware.request_id import RequestIdMiddleware
+from model_api.middleware.security_headers import SecurityHeadersMiddleware
+from model_api.registry import LoadedModel, RegisteredVersion
 from model_api.responses import JSONResponse
-from model_api.rollout import Loader, Rollout, build_predictor, load_from_registry
-from model_api.security import install_guards
+from model_api.rollout import Rollout, load_from_registry, load_predictor
 from model_api.settings import Settings
-from model_api.state import ServiceState
 
 logger = logging.getLogger(__name__)
 
@@ -34,24 +39,65 @@ DESCRIPTION = """Serves a model from the MLflow registry: `/predict` validates r
 model's signature; `/health` and `/ready` are the probes; `/model/info` says what is served."""
 
 
-def create_app(settings: Settings | None = None, *, loader: Loader | None = None) -> FastAPI:
+def middleware_stack(settings: Settings, metrics: Metrics, keys: list[str]) -> list[Middleware]:
+    """Every layer a request passes before its route, outermost first.
+
+    The request id comes first, so everything after can log and answer with it; the metrics and
+    access layer next, outside every guard, so refusals are counted like any answer; security
+    headers on every answer; CORS answers a browser's preflight before keys are asked for (a
+    preflight never carries them); keys are checked before a body is read; the body limit bounds
+    every body as it is read; innermost, an exception no route expected is answered as a 500
+    inside all of the above.
+    """
+    stack = [
+        Middleware(RequestIdMiddleware),
+        Middleware(AccessMiddleware, metrics=metrics),
+        Middleware(SecurityHeadersMiddleware),
+    ]
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+                expose_headers=["X-Request-ID"],
+                max_age=600,
+            )
+        )
+    if keys:
+        stack.append(Middleware(ApiKeyMiddleware, keys=keys))
+    stack.append(Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes))
+    stack.append(Middleware(UnexpectedErrorMiddleware))
+    return stack
+
+
+def create_app(
+    settings: Settings | None = None, *, loader: Callable[[Settings], LoadedModel] | None = None
+) -> FastAPI:
     """Build the service. Nothing is loaded until the lifespan starts.
 
-    `loader` replaces the registry for the first load (tests pass real models built in process).
+    `loader` replaces the registry for the first load (tests pass real models built in process);
+    reloads always ask the registry.
     """
     settings = settings or Settings()
-    load = loader or load_from_registry
-    state = ServiceState(settings=settings, metrics=Metrics())
+    metrics = Metrics()
+    plane = DataPlane(settings, metrics)
+    keys = load_api_keys(settings)
+
+    def first_load(s: Settings, pinned: RegisteredVersion | None) -> LoadedModel:
+        return loader(s) if loader is not None else load_from_registry(s, pinned)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         skip_unused_record_fields()
         try:
-            loaded = await anyio.to_thread.run_sync(load, settings)
-            predictor = await anyio.to_thread.run_sync(build_predictor, loaded, settings, state.metrics)
+            predictor = await anyio.to_thread.run_sync(load_predictor, first_load, settings, metrics)
         except ModelLoadError as exc:
             logger.error("startup failed: %s", exc)
             raise
+        loaded = predictor.loaded
         logger.info(
             "serving %s version %s (%s) loaded in %.2fs",
             loaded.name,
@@ -59,28 +105,26 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
             loaded.ref.uri,
             loaded.load_seconds,
         )
-        state.serve(predictor)
-        app.openapi_schema = None
+        plane.serve(predictor)
+        forget_openapi()
         # Everything loaded so far (MLflow, pandas, the model) lives as long as the process: keep
         # it out of the garbage collector's full passes, which otherwise stall requests for tens
         # of milliseconds under load.
         gc.collect()
         gc.freeze()
-        rollout = Rollout(state, settings, on_swap=lambda: setattr(app, "openapi_schema", None))
-        app.state.rollout = rollout
+        rollout = app.state.rollout = Rollout(plane, settings, on_swap=forget_openapi)
         rollout.start()
-        restore_sigterm = install_sigterm_drain(state, settings.drain_grace_s)
+        restore_sigterm = install_sigterm_drain(plane, settings.drain_grace_s)
         try:
             yield
         finally:
             restore_sigterm()
-            state.draining = True
-            state.metrics.set_ready(False)
+            plane.start_draining()
             await rollout.close()
-            served = state.require_predictor()
+            served = plane.served()
             await served.drain()
             await anyio.to_thread.run_sync(served.close)
-            state.metrics.close()
+            metrics.close()
 
     app = FastAPI(
         title="Model API",
@@ -90,43 +134,12 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
         docs_url=None,
         redoc_url=None,
         default_response_class=JSONResponse,
+        middleware=middleware_stack(settings, metrics, keys),
     )
-    app.state.service = state
+    app.state.dataplane = plane
     install_error_handlers(app)
-    state.metrics.instrument(app)
-    secured = install_guards(app, settings)
-    app.add_middleware(AccessMiddleware, metrics=state.metrics)
-    app.add_middleware(RequestIdMiddleware)  # outermost: the id is set before anything logs
-    app.include_router(service.router)
-    app.include_router(predict.router)
-    app.include_router(admin.router)
-    app.include_router(kserve_v1.router)
-    app.include_router(v2.router)
+    for router in (service.router, predict.router, admin.router, kserve_v1.router, v2.router):
+        app.include_router(router)
     install_docs(app)
-    _install_openapi(app, state)
-    if secured:
-        document_auth(app)
+    forget_openapi = install_openapi(app, plane, secured=bool(keys))
     return app
-
-
-def _install_openapi(app: FastAPI, state: ServiceState) -> None:
-    """Document /predict with the served model's own schema and input example."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        doc = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-        predictor = state.predictor
-        if predictor is None:  # before the model is loaded: a placeholder, not cached
-            schemas["PredictRequest"] = {"type": "object", "title": "PredictRequest"}
-            return doc
-        schemas.update(predictor.schema.json_schemas(state.settings.max_rows))
-        body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
-        body["examples"] = predictor.schema.examples()
-        app.openapi_schema = doc
-        return doc
-
-    app.openapi = openapi  # type: ignore[method-assign]

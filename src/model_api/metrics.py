@@ -14,7 +14,6 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from fastapi import FastAPI
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -24,7 +23,6 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -148,6 +146,14 @@ class Metrics:
             registry=self.registry,
         )
         self.model_ready.set(0)
+        # HTTP requests and latency by route template, method and status: the instrumentator's
+        # two metrics the rules and dashboard use (its default set also measures sizes and a
+        # second, finer latency histogram on every request). Recorded by the access layer.
+        instrumentations = (
+            instrumentator_metrics.requests(registry=self.registry),
+            instrumentator_metrics.latency(buckets=LATENCY_BUCKETS, registry=self.registry),
+        )
+        self.http_instrumentations = [i for i in instrumentations if i is not None]
 
         self.reloads = Counter(
             "model_reloads",
@@ -156,23 +162,6 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
-
-    def instrument(self, app: FastAPI) -> None:
-        """HTTP metrics by route template, method and status (requests and latency)."""
-        # The instrumentator's in-progress gauge ignores `registry` and lands in the global one,
-        # which breaks a second app in the same process; so it stays off, and the access
-        # middleware (access.py) keeps `http_requests_inprogress` in this registry instead.
-        # Only the two metrics the rules and dashboard use: the default set also measures request
-        # and response sizes and a second, finer latency histogram, on every request.
-        instrumentator = Instrumentator(
-            should_group_status_codes=False,
-            excluded_handlers=["/metrics"],
-            registry=self.registry,
-        )
-        instrumentator.add(
-            instrumentator_metrics.requests(registry=self.registry),
-            instrumentator_metrics.latency(buckets=LATENCY_BUCKETS, registry=self.registry),
-        ).instrument(app)
 
     def model_loaded(
         self,

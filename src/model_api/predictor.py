@@ -11,20 +11,22 @@ from typing import Any
 
 import numpy as np
 
+from model_api.contract import Batch, InputSchema
 from model_api.errors import ModelLoadError, PredictionFailed
 from model_api.metrics import Metrics
 from model_api.registry import LoadedModel
-from model_api.schemas import Batch, InputSchema
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """What the model said for a batch: one label per row and, when asked, class probabilities."""
+    """What the model said for a batch: one label per row and, when asked, class probabilities
+    (float64, [rows, classes] in the order of `Predictor.classes`), kept as an array until the
+    protocol that renders them."""
 
     labels: list[Any]
-    probabilities: list[dict[str, float]] | None = None
+    probabilities: np.ndarray | None = None
 
     def slice(self, start: int, stop: int) -> Prediction:
         probabilities = self.probabilities[start:stop] if self.probabilities is not None else None
@@ -40,7 +42,6 @@ class Predictor:
         self._metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
         model = loaded.model
-        self._labels = [str(c) for c in getattr(model, "classes_", [])]
         self.classes: list[Any] = [
             c.item() if isinstance(c, np.generic) else c for c in getattr(model, "classes_", [])
         ]
@@ -78,11 +79,7 @@ class Predictor:
         labels = _as_list(raw)
         if len(labels) != batch.n_rows:
             raise PredictionFailed("the model returned a different number of rows than it was given")
-        rows = None
-        if proba is not None:
-            keys = self._labels
-            rows = [dict(zip(keys, r, strict=False)) for r in np.asarray(proba, dtype=np.float64).tolist()]
-        return Prediction(labels, rows)
+        return Prediction(labels, None if proba is None else np.asarray(proba, dtype=np.float64))
 
     async def predict(self, batch: Batch, probabilities: bool) -> Prediction:
         """Run the model on a batch in a model thread, leaving the event loop free."""
@@ -91,9 +88,7 @@ class Predictor:
 
     def warm(self) -> None:
         """One prediction on the model's input example, so the first request pays no first-call cost."""
-        example = [dict(r) for r in self.schema.example] or [
-            self.schema.examples()["instances"]["value"]["instances"][0]
-        ]
+        example = [dict(r) for r in self.schema.example] or [self.schema.placeholder_row()]
         try:
             batch = self.schema.parse_records(example, max_rows=len(example))
             self.predict_sync(batch, self.has_probabilities)

@@ -1,33 +1,27 @@
-"""The only module that imports mlflow: parse a model URI, resolve it in the registry, load it."""
+"""The only module that imports mlflow's client: resolve a model URI in the registry, download, load."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from model_api.errors import InvalidModelURI, ModelLoadError
+from model_api.model_uri import MOVABLE, ModelRef, RefKind, parse_model_uri
 
 logger = logging.getLogger(__name__)
 
-URI_FORMS = (
-    "models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest, models:/NAME/STAGE, "
-    "runs:/RUN_ID/PATH, or a local model folder"
-)
-STAGES = {"production": "Production", "staging": "Staging", "archived": "Archived", "none": "None"}
 # MLflow error codes that retrying cannot fix.
 PERMANENT_CODES = frozenset(
     {
@@ -41,72 +35,6 @@ PERMANENT_CODES = frozenset(
         "FEATURE_DISABLED",
     }
 )
-
-
-class RefKind(StrEnum):
-    """How a model URI names its model."""
-
-    ALIAS = "alias"
-    VERSION = "version"
-    LATEST = "latest"
-    STAGE = "stage"
-    RUN = "run"
-    PATH = "path"
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A parsed model URI."""
-
-    uri: str
-    kind: RefKind
-    name: str | None = None
-    alias: str | None = None
-    version: str | None = None
-    stage: str | None = None
-    run_id: str | None = None
-    path: str | None = None
-
-
-_MODELS = re.compile(r"^models:/(?P<rest>.+)$")
-_RUNS = re.compile(r"^runs:/(?P<run>[^/]+)/(?P<path>.+)$")
-
-
-def parse_model_uri(uri: str) -> ModelRef:
-    """Parse a model URI into what it names; raise InvalidModelURI naming the forms that work."""
-    uri = uri.strip()
-    if not uri:
-        raise InvalidModelURI(f"the model URI is empty; use {URI_FORMS}")
-    if m := _MODELS.match(uri):
-        rest = m["rest"].strip("/")
-        if "@" in rest:
-            name, _, alias = rest.rpartition("@")
-            if not name or not alias or "/" in alias or "/" in name:
-                raise InvalidModelURI(f"cannot read {uri!r}; use {URI_FORMS}")
-            return ModelRef(uri, RefKind.ALIAS, name=name, alias=alias)
-        parts = rest.split("/")
-        if len(parts) != 2 or not all(parts):
-            raise InvalidModelURI(
-                f"{uri!r} names no version: MLflow 3 reads a bare models:/NAME as a logged-model id. "
-                f"Use {URI_FORMS}"
-            )
-        name, selector = parts
-        if selector.isdigit():
-            return ModelRef(uri, RefKind.VERSION, name=name, version=selector)
-        if selector.lower() == "latest":
-            return ModelRef(uri, RefKind.LATEST, name=name)
-        if selector.lower() in STAGES:
-            return ModelRef(uri, RefKind.STAGE, name=name, stage=STAGES[selector.lower()])
-        raise InvalidModelURI(f"{uri!r}: {selector!r} is no version, alias or stage; use {URI_FORMS}")
-    if uri.startswith("runs:/"):
-        if m := _RUNS.match(uri):
-            return ModelRef(uri, RefKind.RUN, run_id=m["run"], path=m["path"].strip("/"))
-        raise InvalidModelURI(f"{uri!r} names no artifact path; use {URI_FORMS}")
-    if uri.startswith("file://"):
-        return ModelRef(uri, RefKind.PATH, path=uri[len("file://") :])
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", uri):
-        raise InvalidModelURI(f"{uri!r}: unsupported scheme; use {URI_FORMS}")
-    return ModelRef(uri, RefKind.PATH, path=uri)
 
 
 @dataclass
@@ -138,6 +66,14 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version in the registry."""
+
+    version: str
+    run_id: str
+
+
+@dataclass(frozen=True)
 class _Resolved:
     name: str
     version: str | None
@@ -151,9 +87,32 @@ def _client(tracking_uri: str, registry_uri: str | None) -> Any:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
 
 
+def _find_version(client: Any, ref: ModelRef) -> Any:
+    """The registry's model version a registry reference names now: one registry call."""
+    assert ref.name is not None
+    if ref.kind is RefKind.ALIAS:
+        return client.get_model_version_by_alias(ref.name, ref.alias)
+    if ref.kind is RefKind.VERSION:
+        return client.get_model_version(ref.name, ref.version)
+    if ref.kind is RefKind.LATEST:
+        versions = client.search_model_versions(f"name = '{ref.name}'")
+        if not versions:
+            raise ModelLoadError(f"{ref.uri!r}: model {ref.name!r} has no versions in the registry")
+        return max(versions, key=lambda v: int(v.version))
+    logger.warning("model stages are deprecated in MLflow; prefer an alias (models:/%s@ALIAS)", ref.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        versions = client.get_latest_versions(ref.name, stages=[ref.stage])
+    if not versions:
+        raise ModelLoadError(f"{ref.uri!r}: no version of {ref.name!r} is in stage {ref.stage}")
+    return versions[0]
+
+
 def _resolve(
-    ref: ModelRef, tracking_uri: str, registry_uri: str | None, pinned: str | None = None
+    ref: ModelRef, tracking_uri: str, registry_uri: str | None, pinned: RegisteredVersion | None = None
 ) -> _Resolved:
+    """Where the model is: two registry calls (the version, its download URI), one when the
+    version was decided already (`pinned`)."""
     if ref.kind is RefKind.PATH:
         assert ref.path is not None
         path = Path(ref.path)
@@ -165,26 +124,12 @@ def _resolve(
     client = _client(tracking_uri, registry_uri)
     assert ref.name is not None
     if pinned is not None:
-        mv = client.get_model_version(ref.name, pinned)
-    elif ref.kind is RefKind.ALIAS:
-        mv = client.get_model_version_by_alias(ref.name, ref.alias)
-    elif ref.kind is RefKind.VERSION:
-        mv = client.get_model_version(ref.name, ref.version)
-    elif ref.kind is RefKind.LATEST:
-        versions = client.search_model_versions(f"name = '{ref.name}'")
-        if not versions:
-            raise ModelLoadError(f"{ref.uri!r}: model {ref.name!r} has no versions in the registry")
-        mv = max(versions, key=lambda v: int(v.version))
+        version, run_id = pinned.version, pinned.run_id
     else:
-        logger.warning("model stages are deprecated in MLflow; prefer an alias (models:/%s@ALIAS)", ref.name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            versions = client.get_latest_versions(ref.name, stages=[ref.stage])
-        if not versions:
-            raise ModelLoadError(f"{ref.uri!r}: no version of {ref.name!r} is in stage {ref.stage}")
-        mv = versions[0]
-    source = client.get_model_version_download_uri(ref.name, str(mv.version))
-    return _Resolved(ref.name, str(mv.version), mv.run_id or None, source)
+        mv = _find_version(client, ref)
+        version, run_id = str(mv.version), mv.run_id or ""
+    source = client.get_model_version_download_uri(ref.name, version)
+    return _Resolved(ref.name, version, run_id or None, source)
 
 
 def _download(ref: ModelRef, resolved: _Resolved, tracking_uri: str) -> tuple[Path, Path | None]:
@@ -256,13 +201,13 @@ def load_model(
     registry_uri: str | None = None,
     *,
     retry_budget_s: float = 30.0,
-    version: str | None = None,
+    pinned: RegisteredVersion | None = None,
 ) -> LoadedModel:
     """Resolve and load `uri`, retrying transient registry errors with backoff within the budget.
 
-    `version` pins the registered version to load (a reload loads the version it decided on,
-    even if the alias moves again meanwhile). Raises ModelLoadError with one line that names the
-    URI, what failed and what to check.
+    `pinned` is the registered version to load (a reload loads the version it decided on, even if
+    the alias moves again meanwhile, without asking the registry again which one it is).
+    Raises ModelLoadError with one line that names the URI, what failed and what to check.
     """
     ref = parse_model_uri(uri)
     # Our own loop retries within the budget; MLflow's default HTTP retries would outlast it.
@@ -274,7 +219,7 @@ def load_model(
     while True:
         attempt += 1
         try:
-            resolved = _resolve(ref, tracking_uri, registry_uri, version)
+            resolved = _resolve(ref, tracking_uri, registry_uri, pinned)
             with mlflow_uris(tracking_uri, registry_uri):
                 folder, scratch = _download(ref, resolved, tracking_uri)
             flavor = ""
@@ -344,98 +289,22 @@ def mlflow_uris(tracking_uri: str, registry_uri: str | None = None) -> Iterator[
                 os.environ[key] = value
 
 
-@dataclass(frozen=True)
-class RegisteredVersion:
-    """A model version in the registry."""
-
-    version: str
-    run_id: str
-
-
-def find_alias(tracking_uri: str, name: str, alias: str) -> RegisteredVersion | None:
-    """The version `name@alias` points at, or None when the model or alias does not exist."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = _client(tracking_uri, None).get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code in PERMANENT_CODES:
-            return None
-        raise
-    return RegisteredVersion(str(mv.version), mv.run_id or "")
-
-
-def register_sklearn_model(
-    model: Any,
-    *,
-    tracking_uri: str,
-    name: str,
-    alias: str | None,
-    experiment: str,
-    artifact_dir: Path,
-    input_example: pd.DataFrame,
-    params: Mapping[str, Any],
-    metrics: Mapping[str, float],
-) -> RegisteredVersion:
-    """Log a fitted scikit-learn model with its signature and example, register it, set the alias
-    (when one is given).
-
-    A local registry keeps artifacts in `artifact_dir`; an HTTP registry decides for itself.
-    """
-    import mlflow
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-
-    client = _client(tracking_uri, None)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        experiment_id = found.experiment_id
-    elif tracking_uri.startswith(("http://", "https://")):
-        experiment_id = client.create_experiment(experiment)
-    else:
-        artifact_dir.mkdir(parents=True, exist_ok=True)
-        experiment_id = client.create_experiment(
-            experiment, artifact_location=artifact_dir.resolve().as_uri()
-        )
-    signature = infer_signature(input_example, model.predict(input_example))
-    with mlflow_uris(tracking_uri), mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params(dict(params))
-        mlflow.log_metrics(dict(metrics))
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=input_example,
-            registered_model_name=name,
-            # MLflow >= 3.14 saves with skops, which refuses a forest's trees unless trusted.
-            skops_trusted_types=["sklearn.tree._tree.Tree"],
-        )
-    version = str(info.registered_model_version)
-    if alias is not None:
-        client.set_registered_model_alias(name, alias, version)
-    return RegisteredVersion(version, run.info.run_id)
-
-
-MOVABLE = frozenset({RefKind.ALIAS, RefKind.LATEST, RefKind.STAGE})
-
-
-def current_version(ref: ModelRef, tracking_uri: str, registry_uri: str | None = None) -> str | None:
-    """The version a movable reference (alias, latest, stage) names right now; None for fixed ones.
+def current_version(
+    ref: ModelRef, tracking_uri: str, registry_uri: str | None = None
+) -> RegisteredVersion | None:
+    """The version a movable reference (alias, latest, stage) names right now, in one registry
+    call; None for fixed ones.
 
     Raises ModelLoadError (transient when the registry could not be reached).
     """
     if ref.kind not in MOVABLE:
         return None
     try:
-        return _resolve(ref, tracking_uri, registry_uri).version
+        mv = _find_version(_client(tracking_uri, registry_uri), ref)
+        return RegisteredVersion(str(mv.version), mv.run_id or "")
     except ModelLoadError:
         raise
     except Exception as exc:
         raise ModelLoadError(
             f"cannot resolve {ref.uri!r} in {tracking_uri}: {_describe(exc)}", transient=_is_transient(exc)
         ) from exc
-
-
-def move_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
-    """Point `name@alias` at `version`: how a model is rolled out or rolled back."""
-    _client(tracking_uri, None).set_registered_model_alias(name, alias, version)

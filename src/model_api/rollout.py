@@ -12,41 +12,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import anyio.to_thread
 
 from model_api.batching import MicroBatcher
+from model_api.dataplane import DataPlane
 from model_api.errors import ModelLoadError
 from model_api.metrics import Metrics
+from model_api.model_uri import MOVABLE, RefKind, parse_model_uri
 from model_api.predictor import Predictor
-from model_api.registry import MOVABLE, LoadedModel, RefKind, current_version, load_model, parse_model_uri
-from model_api.schemas import build_input_schema
+from model_api.registry import LoadedModel, RegisteredVersion, current_version, load_model
 from model_api.settings import Settings
-from model_api.state import RolloutStatus, ServiceState
+from model_api.signature import build_input_schema
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[Settings], LoadedModel]
+Loader = Callable[[Settings, RegisteredVersion | None], LoadedModel]
+"""Resolve, download and deserialize the served model (`version` pins the one decided on)."""
 
 
-def load_from_registry(settings: Settings, version: str | None = None) -> LoadedModel:
-    """Resolve `settings.model_uri` in the MLflow registry and load it (`version` pins it)."""
+def load_from_registry(settings: Settings, pinned: RegisteredVersion | None = None) -> LoadedModel:
+    """Resolve `settings.model_uri` in the MLflow registry and load it (`pinned` skips resolving)."""
     return load_model(
         settings.model_uri,
         settings.tracking_uri,
         settings.registry_uri,
-        retry_budget_s=settings.startup_retry_s if version is None else 0.0,
-        version=version,
+        retry_budget_s=settings.startup_retry_s if pinned is None else 0.0,
+        pinned=pinned,
     )
 
 
-def build_predictor(loaded: LoadedModel, settings: Settings, metrics: Metrics) -> Predictor:
-    """Derive the input contract, wrap the model in a (batching) predictor and warm it. Blocking."""
+def load_predictor(
+    load: Loader, settings: Settings, metrics: Metrics, pinned: RegisteredVersion | None = None
+) -> Predictor:
+    """The one load, for the first one and every reload: resolve, download, deserialize, derive
+    the input contract, wrap the model in a (batching) predictor and warm it. Blocking: run it in
+    one worker thread. Raises ModelLoadError (or the model's own error from the warm-up)."""
+    loaded = load(settings, pinned)
     schema = build_input_schema(loaded.model, loaded.signature, loaded.input_example)
     predictor: Predictor
     if settings.batching:
@@ -68,6 +74,25 @@ def build_predictor(loaded: LoadedModel, settings: Settings, metrics: Metrics) -
     return predictor
 
 
+@dataclass
+class RolloutStatus:
+    """What /model/info says about following the registry."""
+
+    follows: str | None
+    """The movable reference followed (alias, latest or stage), or None for a fixed one."""
+    interval_s: float
+    accept_schema_change: bool
+    last_check_at: datetime | None = None
+    last_outcome: str | None = None
+    last_error: str | None = None
+    failed_version: str | None = None
+    """A version that failed to load, warm or pass the contract check; not retried until the
+    reference moves again or a reload is asked for."""
+    schema_changes: list[str] = field(default_factory=list)
+    """How the served model's input contract differs from the one before it, when a change was
+    accepted."""
+
+
 @dataclass(frozen=True)
 class ReloadResult:
     """What one reload did."""
@@ -84,14 +109,14 @@ class Rollout:
 
     def __init__(
         self,
-        state: ServiceState,
+        plane: DataPlane,
         settings: Settings,
         *,
         on_swap: Callable[[], None],
-        load: Callable[[Settings, str | None], LoadedModel] = load_from_registry,
+        load: Loader = load_from_registry,
     ) -> None:
         ref = parse_model_uri(settings.model_uri)
-        self._state = state
+        self._plane = plane
         self._settings = settings
         self._ref = ref
         self._load = load
@@ -100,7 +125,7 @@ class Rollout:
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         follows = ref.alias or ref.stage or ("latest" if ref.kind is RefKind.LATEST else None)
-        self.status = state.rollout = RolloutStatus(
+        self.status = RolloutStatus(
             follows=follows if ref.kind in MOVABLE else None,
             interval_s=settings.reload_interval_s,
             accept_schema_change=settings.reload_accept_schema_change,
@@ -135,11 +160,11 @@ class Rollout:
             self.status.last_error = result.message
         elif result.action == "reloaded":
             self.status.last_error = None
-        self._state.metrics.reloads.labels(result.action).inc()
+        self._plane.metrics.reloads.labels(result.action).inc()
         return result
 
     async def _reload(self, force: bool) -> ReloadResult:
-        current = self._state.predictor
+        current = self._plane.predictor
         assert current is not None, "the rollout starts after the first load"
         settings = self._settings
         try:
@@ -155,40 +180,41 @@ class Rollout:
                     current.version,
                 )
             return ReloadResult("failed", current.version, None, str(exc))
-        if not force and (target == current.version or target is None):
+        version = target.version if target is not None else None
+        if not force and (version == current.version or target is None):
             return ReloadResult("unchanged", current.version, current.version, "already serving it")
-        if not force and target == self.status.failed_version:
+        if not force and version == self.status.failed_version:
             return ReloadResult(
                 "unchanged",
                 current.version,
-                target,
-                f"version {target} failed before; move the alias or reload to retry",
+                version,
+                f"version {version} failed before; move the alias or reload to retry",
             )
         try:
-            loaded = await anyio.to_thread.run_sync(self._load, settings, target)
-            loaded = dataclasses.replace(loaded, ref=current.loaded.ref)
-            new = await anyio.to_thread.run_sync(build_predictor, loaded, settings, self._state.metrics)
+            new = await anyio.to_thread.run_sync(
+                load_predictor, self._load, settings, self._plane.metrics, target
+            )
         except Exception as exc:
-            self.status.failed_version = target
+            self.status.failed_version = version
             logger.error(
                 "version %s of %s failed to load or warm; still serving version %s: %s",
-                target,
+                version,
                 settings.model_uri,
                 current.version,
                 exc,
             )
-            return ReloadResult("failed", current.version, target, f"version {target} failed: {exc}")
+            return ReloadResult("failed", current.version, version, f"version {version} failed: {exc}")
         problems = new.schema.breaks_clients_of(current.schema)
         if problems and not settings.reload_accept_schema_change:
             self._retire(new)
-            self.status.failed_version = target
+            self.status.failed_version = version
             message = (
-                f"version {target} changes the input contract ({'; '.join(problems)}); "
+                f"version {version} changes the input contract ({'; '.join(problems)}); "
                 "set MODEL_API_RELOAD_ACCEPT_SCHEMA_CHANGE=true to serve it anyway"
             )
             logger.error("%s; still serving version %s", message, current.version)
-            return ReloadResult("refused", current.version, target, message)
-        self._state.serve(new)  # the swap
+            return ReloadResult("refused", current.version, version, message)
+        self._plane.serve(new)  # the swap
         self.status.failed_version = None
         self.status.schema_changes = problems
         self._on_swap()

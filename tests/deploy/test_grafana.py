@@ -58,7 +58,7 @@ def test_every_metric_it_names_is_exported(client: TestClient, example_rows: Any
     """A renamed metric would leave a panel silently empty."""
     client.post("/predict", json={"instances": example_rows})
     client.post("/predict", json={"instances": [{}]})  # errors_total has a sample once one happened
-    client.app.state.service.metrics.observe_batch("ChurnPredictor", "1", 3, 0.001)  # type: ignore[attr-defined]
+    client.app.state.dataplane.metrics.observe_batch("ChurnPredictor", "1", 3, 0.001)  # type: ignore[attr-defined]
     exported = {line.split("{")[0].split(" ")[0] for line in client.get("/metrics").text.splitlines()}
     exported |= {"up"}  # Prometheus's own, per target
     names = {m for expr in expressions() for m in METRIC.findall(expr)}

@@ -16,7 +16,7 @@ import httpx
 import mlflow
 import pytest
 
-from model_api.registry import move_alias
+from model_api.registration import move_alias
 from tests.support import (
     Registry,
     free_port,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from model_api.auth import ApiKeysError, is_open, load_api_keys
+from model_api.middleware.api_keys import ApiKeysError, is_open, load_api_keys
 from model_api.settings import Settings
 
 

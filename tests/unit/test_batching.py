@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 
 from model_api.batching import MicroBatcher
+from model_api.contract import InputSchema
 from model_api.demo import make_churn_table
 from model_api.errors import ModelNotReady, PredictionFailed
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction
 from model_api.registry import LoadedModel
-from model_api.schemas import InputSchema, build_input_schema
+from model_api.signature import build_input_schema
 
 
 class Recording:
@@ -85,7 +86,7 @@ def test_concurrent_mixed_requests_each_get_their_own_rows(champion: LoadedModel
         if want:
             assert result.probabilities is not None
             expected = champion.model.predict_proba(alone)
-            got = np.array([[p["0"], p["1"]] for p in result.probabilities])
+            got = result.probabilities
             assert np.allclose(got, expected)
         else:
             assert result.probabilities is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model_api.schemas import Feature, InputSchema, Kind
+from model_api.contract import Feature, InputSchema, Kind
 
 
 def schema(*features: Feature) -> InputSchema:

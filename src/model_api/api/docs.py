@@ -10,7 +10,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse
 
-from model_api.security import docs_csp
+from model_api.middleware.security_headers import docs_csp
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 STATIC_URL = "/docs-assets"

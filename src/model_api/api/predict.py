@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from model_api.api.deps import StateDep, read_json
-from model_api.api.inference import predict_counted
+from model_api.api.body import DataPlaneDep, read_json
+from model_api.api.errors import request_id_of
 from model_api.api.models import ERROR_RESPONSES, PredictResponse
-from model_api.errors import ErrorDetail, InvalidInput, request_id_of
+from model_api.contract import MAX_DETAILS, Records, Rows, unknown_detail
+from model_api.dataplane import InferenceRequest, InferenceResult
+from model_api.errors import ErrorDetail, InvalidInput
 from model_api.responses import JSONResponse
-from model_api.schemas import PredictRequest
 
 router = APIRouter()
 
@@ -22,6 +23,45 @@ REQUEST_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
     }
 }
+FIELDS = ("instances", "features", "return_probabilities")
+
+
+def parse_predict(payload: Any) -> InferenceRequest:
+    """The /predict envelope: {"instances": [{...}]} (records) or {"features": [[...]]} (rows in
+    signature order), and "return_probabilities". Raises InvalidInput (422)."""
+    if not isinstance(payload, dict):
+        raise InvalidInput("the body must be a JSON object with 'instances' or 'features'")
+    unknown = sorted(k for k in payload if k not in FIELDS)
+    if unknown:
+        raise InvalidInput(
+            "unknown top-level field(s); use 'instances' or 'features' and 'return_probabilities'",
+            [unknown_detail("unknown field", k) for k in unknown[:MAX_DETAILS]],
+        )
+    proba = payload.get("return_probabilities", False)
+    if type(proba) is not bool:
+        raise InvalidInput(
+            "'return_probabilities' must be true or false",
+            [ErrorDetail("expected true or false", field="return_probabilities")],
+        )
+    if ("instances" in payload) == ("features" in payload):
+        raise InvalidInput("send exactly one of 'instances' (records) or 'features' (rows)")
+    if "instances" in payload:
+        return InferenceRequest(Records(payload["instances"], "instances"), proba)
+    return InferenceRequest(Rows(payload["features"], "features"), proba)
+
+
+def render_predict(result: InferenceResult, request_id: str | None) -> dict[str, Any]:
+    """Labels, probabilities per row keyed by class (when asked), model name and version."""
+    predictor = result.predictor
+    body: dict[str, Any] = {"predictions": result.prediction.labels}
+    probabilities = result.prediction.probabilities
+    if probabilities is not None:
+        keys = [str(c) for c in predictor.classes]
+        body["probabilities"] = [dict(zip(keys, row, strict=True)) for row in probabilities.tolist()]
+    body["model_name"] = predictor.name
+    body["model_version"] = predictor.version
+    body["request_id"] = request_id
+    return body
 
 
 @router.post(
@@ -31,27 +71,9 @@ REQUEST_BODY: dict[str, Any] = {
     responses=ERROR_RESPONSES,
     openapi_extra=REQUEST_BODY,
 )
-async def predict(request: Request, state: StateDep) -> Response:
+async def predict(request: Request, plane: DataPlaneDep) -> Response:
     """Predict one label per row; with `return_probabilities`, each row's class probabilities too."""
-    state.require_predictor()  # 503 before reading a body the service cannot serve yet
-    payload = await read_json(request)
-    # Taken after the last await before predict(): a rollout may have swapped models meanwhile.
-    predictor = state.require_predictor()
-
-    def parse() -> PredictRequest:
-        parsed = predictor.schema.parse_predict(payload, state.settings.max_rows)
-        if parsed.return_probabilities and not predictor.has_probabilities:
-            raise InvalidInput(
-                "this model gives no class probabilities",
-                [ErrorDetail("the model has no predict_proba", field="return_probabilities")],
-            )
-        return parsed
-
-    _, result = await predict_counted(state, predictor, parse)
-    body: dict[str, Any] = {"predictions": result.labels}
-    if result.probabilities is not None:
-        body["probabilities"] = result.probabilities
-    body["model_name"] = predictor.name
-    body["model_version"] = predictor.version
-    body["request_id"] = request_id_of(request)
-    return JSONResponse(body)
+    with plane.admit() as admission:  # 503 before reading a body the service cannot serve yet
+        payload = await read_json(request)
+        result = await plane.infer(admission, parse_predict(payload))
+    return JSONResponse(render_predict(result, request_id_of(request.scope)))

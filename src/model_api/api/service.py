@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from model_api.api.deps import StateDep
+from model_api.api.body import DataPlaneDep
 from model_api.api.models import ColumnInfo, ErrorResponse, Health, ModelInfo, Ready, RolloutInfo
 
 router = APIRouter()
@@ -25,9 +25,9 @@ async def health() -> Health:
     tags=["service"],
     responses={503: {"model": ErrorResponse, "description": "Loading or draining."}},
 )
-async def ready(state: StateDep) -> Ready:
+async def ready(plane: DataPlaneDep) -> Ready:
     """Readiness: 200 once the model is loaded and warmed; 503 while loading or draining."""
-    predictor = state.require_ready()
+    predictor = plane.ready()
     return Ready(status="ready", model_name=predictor.name, model_version=predictor.version)
 
 
@@ -37,10 +37,11 @@ async def ready(state: StateDep) -> Ready:
     tags=["model"],
     responses={503: {"model": ErrorResponse, "description": "Loading or draining."}},
 )
-async def model_info(state: StateDep) -> ModelInfo:
+async def model_info(request: Request, plane: DataPlaneDep) -> ModelInfo:
     """The served model: name, version, alias, run, source, flavor, signature, load time, and how
     the service follows the registry (the last reload check and its outcome)."""
-    predictor = state.require_predictor()
+    predictor = plane.served()
+    rollout = getattr(request.app.state, "rollout", None)
     loaded = predictor.loaded
     signature = loaded.signature
     outputs = signature.outputs.to_dict() if signature is not None and signature.outputs else None
@@ -69,7 +70,7 @@ async def model_info(state: StateDep) -> ModelInfo:
         input_example=list(predictor.schema.example),
         loaded_at=loaded.loaded_at,
         load_seconds=round(loaded.load_seconds, 3),
-        rollout=RolloutInfo(**dataclasses.asdict(state.rollout)) if state.rollout else None,
+        rollout=RolloutInfo(**dataclasses.asdict(rollout.status)) if rollout is not None else None,
     )
 
 
@@ -79,6 +80,6 @@ async def model_info(state: StateDep) -> ModelInfo:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
 )
-async def metrics(state: StateDep) -> Response:
-    """Prometheus metrics of this process."""
-    return Response(state.metrics.render(), media_type=state.metrics.content_type)
+async def metrics(plane: DataPlaneDep) -> Response:
+    """Prometheus metrics of this process (of every worker with several)."""
+    return Response(plane.metrics.render(), media_type=plane.metrics.content_type)

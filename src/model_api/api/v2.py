@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe V2) over REST: health, server and model metadata, infer.
 
-Every inference goes through the same predictor as /predict (and so its batching and metrics).
-Errors are {"error": "..."}: see `api/protocol.py`.
+Every inference goes through the data plane like /predict (and so its batching and metrics).
+Errors are {"error": "..."}: see `api/errors.py`.
 """
 
 from __future__ import annotations
@@ -12,22 +12,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from model_api import __version__
-from model_api.api import oip
-from model_api.api.deps import PredictorDep, StateDep, read_json
-from model_api.api.inference import predict_counted
-from model_api.api.protocol import (
-    PREDICT_STATUSES,
-    ProtocolRoute,
-    protocol_body,
-    protocol_responses,
-    require_model,
-)
-from model_api.errors import request_id_of
+from model_api.api import v2_codec
+from model_api.api.body import DataPlaneDep, read_json
+from model_api.api.errors import request_id_of
+from model_api.api.protocol import PREDICT_STATUSES, protocol_body, protocol_responses
 from model_api.responses import JSONResponse
 
 SERVER_NAME = "model-api"
 
-router = APIRouter(prefix="/v2", tags=["inference protocol v2"], route_class=ProtocolRoute)
+router = APIRouter(prefix="/v2", tags=["inference protocol v2"])
 
 
 @router.get("")
@@ -43,26 +36,24 @@ async def server_live() -> dict[str, bool]:
 
 
 @router.get("/health/ready", responses=protocol_responses(503))
-async def server_ready(state: StateDep) -> dict[str, bool]:
+async def server_ready(plane: DataPlaneDep) -> dict[str, bool]:
     """200 once the model is loaded and warmed; 503 while loading or draining."""
-    state.require_ready()
+    plane.ready()
     return {"ready": True}
 
 
 @router.get("/models/{name}", responses=protocol_responses(404, 503))
 @router.get("/models/{name}/versions/{version}", responses=protocol_responses(404, 503))
-async def model_metadata(name: str, predictor: PredictorDep, version: str | None = None) -> dict[str, Any]:
+async def model_metadata(name: str, plane: DataPlaneDep, version: str | None = None) -> dict[str, Any]:
     """The model's inputs and outputs, from its signature; 404 for a model or version not served."""
-    require_model(predictor, name, version)
-    return oip.model_metadata(predictor)
+    return v2_codec.model_metadata(plane.lookup(name, version))
 
 
 @router.get("/models/{name}/ready", responses=protocol_responses(404, 503))
 @router.get("/models/{name}/versions/{version}/ready", responses=protocol_responses(404, 503))
-async def model_ready(name: str, state: StateDep, version: str | None = None) -> dict[str, Any]:
+async def model_ready(name: str, plane: DataPlaneDep, version: str | None = None) -> dict[str, Any]:
     """200 when the served model is ready; 404 for a model or version not served; 503 draining."""
-    predictor = state.require_ready()
-    require_model(predictor, name, version)
+    predictor = plane.ready(name, version)
     return {"name": predictor.name, "ready": True}
 
 
@@ -100,21 +91,18 @@ INFER_RESPONSES = protocol_responses(*PREDICT_STATUSES)
 
 @router.post("/models/{name}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
 @router.post("/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
-async def infer(name: str, request: Request, state: StateDep, version: str | None = None) -> Response:
+async def infer(name: str, request: Request, plane: DataPlaneDep, version: str | None = None) -> Response:
     """Predict: one input per feature column, or one 2-D input in signature order."""
-    require_model(state.require_predictor(), name, version)  # 503/404 before reading the body
-    payload = await read_json(request, untyped_is_json=True)
-    # Taken after the last await before predict(): a rollout may have swapped models meanwhile.
-    predictor = state.require_predictor()
-    require_model(predictor, name, version)
-    infer_request, result = await predict_counted(
-        state, predictor, lambda: oip.parse_infer(payload, predictor, state.settings.max_rows)
-    )
+    with plane.admit(name, version) as admission:  # 503/404 before reading the body
+        payload = await read_json(request, untyped_is_json=True)
+        parsed = v2_codec.parse_infer(payload)
+        result = await plane.infer(admission, parsed.inference)
+    predictor = result.predictor
     body = {
         "model_name": predictor.name,
         "model_version": predictor.version,
-        "id": infer_request.id if infer_request.id is not None else request_id_of(request),
+        "id": parsed.id if parsed.id is not None else request_id_of(request.scope),
         "parameters": {"content_type": "np"},
-        "outputs": oip.encode_outputs(infer_request, result, predictor),
+        "outputs": v2_codec.encode_outputs(parsed, result),
     }
     return JSONResponse(body)

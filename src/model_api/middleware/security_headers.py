@@ -1,4 +1,4 @@
-"""Security headers on every response, CORS when configured, and the order of the guarding middleware.
+"""Security headers on every response: nosniff, frame denial, no referrer, a CSP, no caching of answers.
 
 Every answer is an API answer except the Swagger UI page and its assets: API answers get a CSP
 that allows nothing and `Cache-Control: no-store`; the /docs page gets a CSP that allows its own
@@ -11,14 +11,9 @@ import base64
 import hashlib
 import re
 
-from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_api.auth import install_auth
-from model_api.limits import BodyLimitMiddleware
-from model_api.refusals import route_path
-from model_api.settings import Settings
+from model_api.api.errors import route_path
 
 API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
@@ -72,26 +67,3 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-def install_guards(app: FastAPI, settings: Settings) -> bool:
-    """Add, from the inside out: the body limit, API keys, CORS, security headers; returns whether
-    API keys are required.
-
-    Call it just before the request-id middleware is added, so that one stays outermost and every
-    refusal here carries a request id. Keys are checked before a body is read; CORS answers a
-    browser's preflight before keys are asked for (a preflight never carries them)."""
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    secured = install_auth(app, settings)
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-    if origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID"],
-            max_age=600,
-        )
-    app.add_middleware(SecurityHeadersMiddleware)
-    return secured

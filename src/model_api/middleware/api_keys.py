@@ -11,15 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from model_api.api.errors import error_response, route_path
 from model_api.errors import Unauthorized
-from model_api.refusals import refusal, route_path
 from model_api.settings import Settings
 
 OPEN_PATHS = frozenset(
@@ -33,13 +30,6 @@ _OPEN_PATTERN = re.compile(
     r"|^/v2/models/[^/]+(/versions/[^/]+)?/ready$"
     r"|^/v1/models/[^/:]+$"  # KServe V1 model readiness (its :predict has a colon)
 )
-
-BEARER = "BearerAuth"
-API_KEY = "ApiKeyAuth"
-SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
-    BEARER: {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
-    API_KEY: {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "The API key."},
-}
 
 
 class ApiKeysError(ValueError):
@@ -118,46 +108,6 @@ class ApiKeyMiddleware:
         else:
             error = Unauthorized("send an API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
             challenge = b'Bearer realm="model-api"'
-        response = refusal(error, scope)
+        response = error_response(error, scope)
         response.raw_headers.append((b"www-authenticate", challenge))
         await response(scope, receive, send)
-
-
-def install_auth(app: FastAPI, settings: Settings) -> bool:
-    """Require API keys when configured (else do nothing); returns whether keys are required.
-
-    Add it inside the request-id middleware, so a 401 carries the request id too."""
-    keys = load_api_keys(settings)
-    if not keys:
-        return False
-    app.add_middleware(ApiKeyMiddleware, keys=keys)
-    return True
-
-
-def document_auth(app: FastAPI) -> None:
-    """Declare the schemes in the OpenAPI document, with a 401, on every protected operation.
-
-    Call it after the app's own `openapi` is installed: it wraps it."""
-    inner: Callable[[], dict[str, Any]] = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        doc = inner()
-        doc.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
-        for path, operations in doc.get("paths", {}).items():
-            if is_open(path):
-                continue
-            for operation in operations.values():
-                operation["security"] = [{BEARER: []}, {API_KEY: []}]
-                operation.setdefault("responses", {}).setdefault(
-                    "401",
-                    {
-                        "description": "No API key, or not a valid one.",
-                        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
-                        },
-                    },
-                )
-        return doc
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from model_api.api.errors import error_response
 from model_api.errors import BadRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
-from model_api.refusals import refusal
 
 _IDENTITY = (b"", b"identity")
 
@@ -40,7 +40,7 @@ class BodyLimitMiddleware:
             elif name == b"content-encoding" and value.strip().lower() not in _IDENTITY:
                 refused = UnsupportedMediaType("compressed request bodies are not accepted; send plain JSON")
         if refused is not None:
-            await refusal(refused, scope)(scope, receive, send)
+            await error_response(refused, scope)(scope, receive, send)
             return
 
         received = 0

@@ -12,9 +12,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from model_api.api.openapi import feature_schema, predict_examples, predict_schemas
+from model_api.api.predict import parse_predict
+from model_api.contract import Batch, InputSchema, Kind
 from model_api.errors import InvalidInput, TooManyRows
 from model_api.registry import LoadedModel
-from model_api.schemas import Batch, InputSchema, Kind, build_input_schema
+from model_api.signature import build_input_schema
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +168,7 @@ def test_error_list_is_bounded(schema: InputSchema) -> None:
 )
 def test_request_shape(schema: InputSchema, payload: Any, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        schema.parse_predict(payload, 10)
+        parse_predict(payload)
 
 
 def test_to_model_input_uses_signature_dtypes(schema: InputSchema) -> None:
@@ -183,13 +186,13 @@ def test_batches_concatenate_in_order(schema: InputSchema) -> None:
 
 
 def test_openapi_schema_lists_features_types_and_categories(schema: InputSchema) -> None:
-    components = schema.json_schemas(max_rows=50)
+    components = predict_schemas(schema, max_rows=50)
     instance = components["Instance"]
     assert instance["required"] == list(schema.names)
     assert instance["properties"]["contract"]["enum"] == ["month-to-month", "one-year", "two-year"]
     assert instance["properties"]["tenure_months"]["type"] == "integer"
     assert components["PredictRequest"]["properties"]["instances"]["maxItems"] == 50
-    assert schema.examples()["instances"]["value"]["instances"][0] == schema.example[0]
+    assert predict_examples(schema)["instances"]["value"]["instances"][0] == schema.example[0]
 
 
 def fit_small(handle_unknown: str) -> tuple[Any, Any, pd.DataFrame]:
@@ -216,7 +219,7 @@ def test_unknown_category_is_accepted_when_the_model_ignores_unknowns() -> None:
     assert plan.categories == ("a", "b") and plan.accepts_unknown
     batch = schema.parse_records([{"plan": "zzz", "usage": 1.0}], 10)
     assert model.predict(schema.to_model_input(batch)).shape == (1,)
-    assert "examples" in plan.json_schema() and "enum" not in plan.json_schema()
+    assert "examples" in feature_schema(plan) and "enum" not in feature_schema(plan)
 
 
 def test_optional_columns_accept_null() -> None:
@@ -245,7 +248,7 @@ def test_an_unknown_name_that_is_not_plain_is_not_repeated(schema: InputSchema, 
     [detail] = details(err)
     assert "field" not in detail and "not repeated" in detail["message"]
     with pytest.raises(InvalidInput) as err:
-        schema.parse_predict({"instances": [row(schema)], name: 1}, 10)
+        parse_predict({"instances": [row(schema)], name: 1})
     [detail] = details(err)
     assert "field" not in detail and "not repeated" in detail["message"]
 

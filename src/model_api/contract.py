@@ -1,23 +1,24 @@
-"""The model's input contract, derived once from its MLflow signature: validation and OpenAPI schema.
+"""The model's input contract: its columns, and the check of a request's rows against them.
 
-Everything the hot path needs (column order, dtypes, category sets) is computed here at load time,
-so a request is checked with plain Python loops over its columns and turned into one DataFrame or
-array per model call.
+The contract is derived once at load (`signature.py`), so a request is checked with plain Python
+loops over its columns and turned into one DataFrame or array per model call. Every protocol
+parses its own envelope and hands the rows over in the form it received them: records keyed by
+feature name, rows in signature order, or columns (V2 tensors).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from model_api.errors import ErrorDetail, InvalidInput, ModelLoadError, TooManyRows
+from model_api.errors import ErrorDetail, InvalidInput, TooManyRows
 
 MAX_DETAILS = 10
 
@@ -33,7 +34,7 @@ class Kind(StrEnum):
     STRING = "string"
 
 
-_INT_RANGE = {Kind.LONG: (-(2**63), 2**63 - 1), Kind.INTEGER: (-(2**31), 2**31 - 1)}
+INT_RANGE = {Kind.LONG: (-(2**63), 2**63 - 1), Kind.INTEGER: (-(2**31), 2**31 - 1)}
 NUMBER_LIMIT = float(np.finfo(np.float32).max)
 """Largest magnitude a float feature may have, even a double one: scikit-learn's trees (and many
 other estimators) compute in float32, where anything larger is infinity and the model raises."""
@@ -48,7 +49,8 @@ def _unknown_parts(what: str, name: Any, row: int | None = None) -> tuple[str, i
     return f"{what}; its name is not repeated (not a plain name of at most 64 characters)", row, None
 
 
-def _unknown(what: str, name: Any) -> ErrorDetail:
+def unknown_detail(what: str, name: Any) -> ErrorDetail:
+    """A fault about an unknown name, repeating the name only when it is a plain one."""
     message, row, field = _unknown_parts(what, name)
     return ErrorDetail(message, row=row, field=field)
 
@@ -61,15 +63,6 @@ _DTYPE = {
     Kind.INTEGER: np.int32,
     Kind.BOOLEAN: np.bool_,
     Kind.STRING: object,
-}
-_NUMPY_KIND = {"f": Kind.DOUBLE, "i": Kind.LONG, "u": Kind.LONG, "b": Kind.BOOLEAN}
-_MLFLOW_KIND = {
-    "double": Kind.DOUBLE,
-    "float": Kind.FLOAT,
-    "long": Kind.LONG,
-    "integer": Kind.INTEGER,
-    "boolean": Kind.BOOLEAN,
-    "string": Kind.STRING,
 }
 
 
@@ -90,26 +83,6 @@ class Feature:
         if not self.required and self.kind in (Kind.LONG, Kind.INTEGER, Kind.BOOLEAN):
             return np.float64 if self.kind is not Kind.BOOLEAN else object
         return _DTYPE[self.kind]
-
-    def json_schema(self) -> dict[str, Any]:
-        """This feature's JSON schema (OpenAPI 3.1)."""
-        schema: dict[str, Any]
-        if self.kind in (Kind.DOUBLE, Kind.FLOAT):
-            schema = {"type": "number", "minimum": -NUMBER_LIMIT, "maximum": NUMBER_LIMIT}
-        elif self.kind in (Kind.LONG, Kind.INTEGER):
-            low, high = _INT_RANGE[self.kind]
-            schema = {"type": "integer", "format": "int64" if self.kind is Kind.LONG else "int32"}
-            schema |= {"minimum": low, "maximum": high}
-        elif self.kind is Kind.BOOLEAN:
-            schema = {"type": "boolean"}
-        else:
-            schema = {"type": "string"}
-        if self.categories is not None:
-            key = "examples" if self.accepts_unknown else "enum"
-            schema[key] = list(self.categories)
-        if not self.required:
-            schema = {"anyOf": [schema, {"type": "null"}]}
-        return schema
 
 
 @dataclass
@@ -133,12 +106,35 @@ class Batch:
         return cls(columns, sum(b.n_rows for b in batches))
 
 
-@dataclass(frozen=True)
-class PredictRequest:
-    """A validated /predict body."""
+class ModelInputs(Protocol):
+    """A request's rows as its protocol received them; the data plane checks them against the
+    served model's contract (the model may change between parsing the envelope and predicting)."""
 
-    batch: Batch
-    return_probabilities: bool
+    def to_batch(self, schema: InputSchema, max_rows: int) -> Batch:
+        """Validate against `schema`; raise InvalidInput (422) or TooManyRows (413)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Records:
+    """Rows as objects keyed by feature name (`where` names the field they came in)."""
+
+    rows: Any
+    where: str = "instances"
+
+    def to_batch(self, schema: InputSchema, max_rows: int) -> Batch:
+        return schema.parse_records(self.rows, max_rows, self.where)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows as lists of values in signature order."""
+
+    rows: Any
+    where: str = "features"
+
+    def to_batch(self, schema: InputSchema, max_rows: int) -> Batch:
+        return schema.parse_rows(self.rows, max_rows, self.where)
 
 
 class _Errors:
@@ -184,7 +180,7 @@ def _check_column(feature: Feature, values: list[Any], errors: _Errors) -> list[
             if errors.full:
                 break
     elif kind in (Kind.LONG, Kind.INTEGER):
-        low, high = _INT_RANGE[kind]
+        low, high = INT_RANGE[kind]
         # An integral float is taken as the integer only where floats are exact: beyond 2**53 (an
         # out-of-range integer literal is parsed as a float) it may not be the integer that was sent.
         flow, fhigh = max(low, -_EXACT_FLOAT_INT), min(high, _EXACT_FLOAT_INT)
@@ -239,30 +235,6 @@ class InputSchema:
         object.__setattr__(self, "_keys", frozenset(self.names))
 
     # -- parsing ------------------------------------------------------------------------------
-
-    def parse_predict(self, payload: Any, max_rows: int) -> PredictRequest:
-        """Validate a /predict body: {"instances": [{...}]} or {"features": [[...]]}."""
-        if not isinstance(payload, dict):
-            raise InvalidInput("the body must be a JSON object with 'instances' or 'features'")
-        unknown = sorted(k for k in payload if k not in ("instances", "features", "return_probabilities"))
-        if unknown:
-            raise InvalidInput(
-                "unknown top-level field(s); use 'instances' or 'features' and 'return_probabilities'",
-                [_unknown("unknown field", k) for k in unknown[:MAX_DETAILS]],
-            )
-        proba = payload.get("return_probabilities", False)
-        if type(proba) is not bool:
-            raise InvalidInput(
-                "'return_probabilities' must be true or false",
-                [ErrorDetail("expected true or false", field="return_probabilities")],
-            )
-        if ("instances" in payload) == ("features" in payload):
-            raise InvalidInput("send exactly one of 'instances' (records) or 'features' (rows)")
-        if "instances" in payload:
-            batch = self.parse_records(payload["instances"], max_rows, "instances")
-        else:
-            batch = self.parse_rows(payload["features"], max_rows, "features")
-        return PredictRequest(batch, proba)
 
     def _check_list(self, rows: Any, max_rows: int, where: str) -> list[Any]:
         if not isinstance(rows, list):
@@ -326,6 +298,22 @@ class InputSchema:
         columns = {name: [row[j] for row in rows] for j, name in enumerate(self.names)}
         return self._check_columns(columns, len(rows))
 
+    def parse_columns(self, columns: dict[str, list[Any]], n_rows: int, max_rows: int) -> Batch:
+        """Validate whole columns keyed by feature name, each of `n_rows` values (V2 tensors); an
+        absent optional feature is a column of nulls."""
+        if n_rows > max_rows:
+            raise TooManyRows(f"{n_rows} rows in one request; at most {max_rows} are allowed")
+        errors = _Errors()
+        for feature in self.features:
+            if feature.name not in columns and feature.required:
+                errors.add("missing input", field=feature.name)
+        for name in columns:
+            if name not in self._keys:
+                errors.add(*_unknown_parts("unknown input", name))
+        errors.raise_if_any()
+        own = {f.name: list(columns.get(f.name) or [None] * n_rows) for f in self.features}
+        return self._check_columns(own, n_rows)
+
     def _check_columns(self, columns: dict[str, list[Any]], n_rows: int) -> Batch:
         errors = _Errors()
         for feature in self.features:
@@ -381,56 +369,7 @@ class InputSchema:
             copy=False,
         )
 
-    # -- documentation ------------------------------------------------------------------------
-
-    def json_schemas(self, max_rows: int) -> dict[str, dict[str, Any]]:
-        """Component schemas for the OpenAPI document: an instance, and the /predict request."""
-        instance = {
-            "type": "object",
-            "title": "Instance",
-            "description": "One row, keyed by the model's feature names.",
-            "properties": {f.name: f.json_schema() for f in self.features},
-            "required": [f.name for f in self.features if f.required],
-            "additionalProperties": False,
-        }
-        row = {
-            "type": "array",
-            "description": "One row, values in signature order: " + ", ".join(self.names),
-            "prefixItems": [f.json_schema() for f in self.features],
-            "items": False,
-            "minItems": len(self.features),
-            "maxItems": len(self.features),
-        }
-        rows = {"minItems": 1, "maxItems": max_rows}
-        request = {
-            "type": "object",
-            "title": "PredictRequest",
-            "description": "Rows as records ('instances') or in signature order ('features').",
-            "properties": {
-                "instances": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}} | rows,
-                "features": {"type": "array", "items": row} | rows,
-                "return_probabilities": {"type": "boolean", "default": False},
-            },
-            "oneOf": [{"required": ["instances"]}, {"required": ["features"]}],
-            "additionalProperties": False,
-        }
-        return {"Instance": instance, "PredictRequest": request}
-
-    def examples(self) -> dict[str, Any]:
-        """Swagger examples built from the model's own input example."""
-        records = [dict(r) for r in self.example] or [self._placeholder_row()]
-        return {
-            "instances": {
-                "summary": "Records keyed by feature name (the model's input example)",
-                "value": {"instances": records, "return_probabilities": True},
-            },
-            "features": {
-                "summary": "Rows in signature order",
-                "value": {"features": [[r.get(n) for n in self.names] for r in records]},
-            },
-        }
-
-    def _placeholder_row(self) -> dict[str, Any]:
+    def placeholder_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for f in self.features:
             if f.categories:
@@ -442,111 +381,3 @@ class InputSchema:
             else:
                 row[f.name] = 0
         return row
-
-
-# -- building the schema from a model -------------------------------------------------------------
-
-
-def _to_python(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _encoder_categories(estimator: Any, names: Sequence[str]) -> dict[str, tuple[tuple[Any, ...], bool]]:
-    """Category sets of the one-hot/ordinal encoders inside a (nested) pipeline, by column name."""
-    found: dict[str, tuple[tuple[Any, ...], bool]] = {}
-
-    def encoder_in(obj: Any) -> Any:
-        if hasattr(obj, "categories_") and hasattr(obj, "handle_unknown"):
-            return obj
-        for _, step in getattr(obj, "steps", []) or []:
-            if (enc := encoder_in(step)) is not None:
-                return enc
-        return None
-
-    def visit(obj: Any) -> None:
-        for _, step in getattr(obj, "steps", []) or []:
-            visit(step)
-        for _, transformer, columns in getattr(obj, "transformers_", []) or []:
-            enc = encoder_in(transformer)
-            if enc is None or isinstance(columns, (str, slice)) or callable(columns):
-                continue
-            cols = [
-                names[int(c)] if isinstance(c, (int, np.integer)) and c < len(names) else c for c in columns
-            ]
-            for col, cats in zip(cols, enc.categories_, strict=False):
-                values = tuple(_to_python(v) for v in cats if not (isinstance(v, float) and math.isnan(v)))
-                found[str(col)] = (values, enc.handle_unknown != "error")
-
-    visit(estimator)
-    return found
-
-
-def _example_rows(example: pd.DataFrame | None, names: Iterable[str]) -> tuple[dict[str, Any], ...]:
-    if example is None or example.empty:
-        return ()
-    names = list(names)
-    if list(example.columns) != names and set(names) <= {str(c) for c in example.columns}:
-        example = example[names]
-    elif len(example.columns) == len(names):
-        example = example.set_axis(names, axis=1)
-    else:
-        return ()
-    rows = []
-    for record in example.head(3).to_dict(orient="records"):
-        rows.append(
-            {
-                str(k): (None if isinstance(v, float) and math.isnan(v) else _to_python(v))
-                for k, v in record.items()
-            }
-        )
-    return tuple(rows)
-
-
-def build_input_schema(model: Any, signature: Any, input_example: pd.DataFrame | None) -> InputSchema:
-    """Derive the input contract from the MLflow signature (or the estimator when there is none)."""
-    features: list[Feature]
-    tensor = False
-    inputs = getattr(signature, "inputs", None)
-    if inputs is not None and not inputs.is_tensor_spec() and inputs.has_input_names():
-        features = []
-        for spec in inputs.inputs:
-            type_name = getattr(getattr(spec, "type", None), "name", str(getattr(spec, "type", "")))
-            kind = _MLFLOW_KIND.get(str(type_name).lower())
-            if kind is None:
-                raise ModelLoadError(
-                    f"feature {spec.name!r} has type {type_name!r}, which the service cannot validate; "
-                    "serve models whose signature has scalar columns"
-                )
-            features.append(Feature(spec.name, kind, required=bool(getattr(spec, "required", True))))
-    elif inputs is not None and inputs.is_tensor_spec():
-        specs = inputs.inputs
-        if len(specs) != 1 or len(specs[0].shape) != 2 or specs[0].shape[1] in (-1, None):
-            raise ModelLoadError("a tensor signature must be one 2-D input of fixed width")
-        width = int(specs[0].shape[1])
-        kind = _NUMPY_KIND.get(np.dtype(specs[0].type).kind, Kind.DOUBLE)
-        names = getattr(model, "feature_names_in_", None)
-        labels = [str(n) for n in names] if names is not None else [f"x{i}" for i in range(width)]
-        features = [Feature(n, kind) for n in labels]
-        tensor = names is None
-    elif hasattr(model, "n_features_in_"):
-        names = getattr(model, "feature_names_in_", None)
-        labels = (
-            [str(n) for n in names]
-            if names is not None
-            else [f"x{i}" for i in range(int(model.n_features_in_))]
-        )
-        features = [Feature(n, Kind.DOUBLE) for n in labels]
-        tensor = names is None
-    else:
-        raise ModelLoadError("the model has no signature; log it with one (mlflow.models.infer_signature)")
-
-    categories = _encoder_categories(model, [f.name for f in features])
-    features = [
-        Feature(f.name, f.kind, f.required, *categories[f.name]) if f.name in categories else f
-        for f in features
-    ]
-    return InputSchema(
-        tuple(features), tensor=tensor, example=_example_rows(input_example, (f.name for f in features))
-    )

@@ -1,12 +1,20 @@
-"""One access log line per request, requests in progress, and errors counted by their code."""
+"""The metrics layer: HTTP metrics, requests in progress, errors by code, and one access log line.
+
+It sits outside every guard (API keys, body limit, security headers), so a refusal there (401,
+413, 415) is counted in `http_requests_total` and `errors_total` like any other answer. HTTP
+request counts and latency are prometheus-fastapi-instrumentator's; this layer resolves the route
+template once and hands it to them, so a request is matched against the routes here and in the
+router, nowhere else.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 
+from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 from prometheus_fastapi_instrumentator.routing import get_route_name
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_api.logs import request_id_var
@@ -17,16 +25,20 @@ logger = logging.getLogger("model_api.access")
 UNMATCHED = "none"  # the instrumentator's handler label for a path no route matches
 
 
-class AccessMiddleware:
-    """Logs method, route template, status, duration and request id once per request, keeps
-    `http_requests_inprogress` by route template, and counts error answers by error code.
-
-    It sits inside RequestIdMiddleware (which sets the id) and outside the error handlers, which
-    leave the code of the error they rendered in `request.state.error_code`. Bodies are never read.
-    """
+class AccessMiddleware(PrometheusInstrumentatorMiddleware):
+    """Counts and times each request by route template, method and status; keeps
+    `http_requests_inprogress`; counts error answers by the code the error renderer left in the
+    request's scope state; logs method, route template, status, duration and request id once per
+    request. Bodies are never read. Sits inside the request-id middleware, which sets the id."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+        super().__init__(
+            app,
+            should_group_status_codes=False,
+            excluded_handlers=["/metrics"],
+            registry=metrics.registry,
+            instrumentations=metrics.http_instrumentations,
+        )
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -38,7 +50,8 @@ class AccessMiddleware:
         rid = state.get("request_id")
         token = request_id_var.set(rid)
         method = scope["method"]
-        route = self._template(scope)
+        name = get_route_name(HTTPConnection(scope), should_include_root_path=False)
+        route = state["route"] = str(name) if name else UNMATCHED
         status = 500
         in_progress = self.metrics.in_progress.labels(route, method)
         in_progress.inc()
@@ -50,7 +63,7 @@ class AccessMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_watch)
+            await super().__call__(scope, receive, send_and_watch)
         except Exception:
             status = 500
             state.setdefault("error_code", "internal_error")
@@ -73,9 +86,7 @@ class AccessMiddleware:
             logger.info("%s %s %d %.1fms", method, route, status, duration_ms, extra=extra)
             request_id_var.reset(token)
 
-    @staticmethod
-    def _template(scope: Scope) -> str:
-        """The route template ('/predict'), resolved as the instrumentator resolves its `handler`
-        label so the two agree; never the raw path."""
-        name = get_route_name(HTTPConnection(scope), should_include_root_path=False)
-        return str(name) if name else UNMATCHED
+    def _get_handler(self, request: Request) -> tuple[str, bool]:
+        """The route template resolved once in `__call__`, as the instrumentator's handler label."""
+        route = request.scope["state"]["route"]
+        return (route, True) if route != UNMATCHED else (request.url.path, False)

@@ -1,5 +1,8 @@
-"""Open Inference Protocol (KServe V2) tensors: datatypes, model metadata, and the infer request and
-response in JSON, mapped onto the model's signature.
+"""The Open Inference Protocol (KServe V2) codec: tensors, datatypes, model metadata, and the infer
+request and response in JSON, mapped onto the model's signature.
+
+Source: the Open Inference Protocol's REST spec
+(https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md).
 
 A request carries the rows in one of two forms:
 
@@ -17,9 +20,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from model_api.contract import Batch, InputSchema, Kind
+from model_api.dataplane import InferenceRequest, InferenceResult
 from model_api.errors import BadRequest, ErrorDetail, InvalidInput, TooManyRows
-from model_api.predictor import Prediction, Predictor
-from model_api.schemas import Batch, InputSchema, Kind
+from model_api.predictor import Predictor
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
@@ -39,6 +43,8 @@ KIND_DATATYPE = {
 }
 
 _REQUEST_KEYS = frozenset(("id", "parameters", "inputs", "outputs"))
+MAX_INPUTS = 1024
+"""Most input tensors one request may carry (one per feature column)."""
 _INPUT_KEYS = frozenset(("name", "shape", "datatype", "parameters", "data"))
 _SHOWN = 64
 
@@ -54,16 +60,33 @@ class Tensor:
 
 
 @dataclass(frozen=True)
-class InferRequest:
-    """A validated infer request: the rows, the outputs asked for, and the id to echo."""
+class V2Inputs:
+    """The request's tensors, checked against the served model's contract by the data plane:
+    one input per feature column (handed over as columns), or one 2-D input in signature order."""
+
+    tensors: tuple[Tensor, ...]
+
+    def to_batch(self, schema: InputSchema, max_rows: int) -> Batch:
+        known = set(schema.names)
+        names = [t.name for t in self.tensors]
+        if all(n in known for n in names):
+            return _columns_batch(self.tensors, schema, max_rows)
+        if len(self.tensors) == 1 and len(self.tensors[0].shape) == 2:
+            return _rows_batch(self.tensors[0], schema, max_rows)
+        strangers = ", ".join(_short(n) for n in names if n not in known)
+        raise InvalidInput(
+            f"unknown input(s): {strangers}; send one input per feature ({', '.join(schema.names)}) "
+            "or a single 2-D input in that order"
+        )
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """A parsed infer request: what goes to the data plane, the outputs asked for, the id to echo."""
 
     id: str | None
-    batch: Batch
+    inference: InferenceRequest
     outputs: tuple[str, ...]
-
-    @property
-    def return_probabilities(self) -> bool:
-        return PREDICT_PROBA in self.outputs
 
 
 def _short(name: Any) -> str:
@@ -123,15 +146,9 @@ def _fits(datatype: str, kind: Kind) -> bool:
     return datatype in NUMERIC
 
 
-def _columns_batch(tensors: list[Tensor], schema: InputSchema, max_rows: int) -> Batch:
-    """One input per feature column."""
+def _columns_batch(tensors: tuple[Tensor, ...], schema: InputSchema, max_rows: int) -> Batch:
+    """One input per feature column, handed to the contract as columns."""
     features = {f.name: f for f in schema.features}
-    missing = [f.name for f in schema.features if f.required and f.name not in {t.name for t in tensors}]
-    if missing:
-        raise InvalidInput(
-            f"missing input(s) for feature(s): {', '.join(missing)}",
-            [ErrorDetail("missing input", field=n) for n in missing[:10]],
-        )
     faults = []
     for t in tensors:
         if len(t.shape) > 2 or (len(t.shape) == 2 and t.shape[1] != 1):
@@ -145,17 +162,19 @@ def _columns_batch(tensors: list[Tensor], schema: InputSchema, max_rows: int) ->
                     field=t.name,
                 )
             )
+    missing = [f.name for f in schema.features if f.required and f.name not in {t.name for t in tensors}]
+    if missing:
+        raise InvalidInput(
+            f"missing input(s) for feature(s): {', '.join(missing)}",
+            [ErrorDetail("missing input", field=n) for n in missing[:10]],
+        )
     if faults:
         raise InvalidInput("inputs do not fit the model's features", faults[:10])
     counts = {t.shape[0] for t in tensors}
     if len(counts) > 1:
         raise InvalidInput(f"every input must have the same number of rows; got {sorted(counts)}")
-    n_rows = counts.pop()
-    if n_rows > max_rows:
-        raise TooManyRows(f"{n_rows} rows in one request; at most {max_rows} are allowed")
-    columns = [(t.name, t.data) for t in tensors]
-    records = [{name: data[i] for name, data in columns} for i in range(n_rows)]
-    return schema.parse_records(records, max_rows, "inputs")
+    # The contract checks and converts the columns in place: give it its own lists.
+    return schema.parse_columns({t.name: list(t.data) for t in tensors}, counts.pop(), max_rows)
 
 
 def _rows_batch(tensor: Tensor, schema: InputSchema, max_rows: int) -> Batch:
@@ -173,7 +192,7 @@ def _rows_batch(tensor: Tensor, schema: InputSchema, max_rows: int) -> Batch:
     return schema.parse_rows(rows, max_rows, _short(tensor.name))
 
 
-def _outputs(raw: Any, predictor: Predictor) -> tuple[str, ...]:
+def _outputs(raw: Any) -> tuple[str, ...]:
     if raw is None:
         return (PREDICT,)
     if type(raw) is not list or not raw:
@@ -185,15 +204,14 @@ def _outputs(raw: Any, predictor: Predictor) -> tuple[str, ...]:
             raise BadRequest(f"outputs[{i}] must be an object with a name")
         if name not in OUTPUTS:
             raise BadRequest(f"unknown output '{_short(name)}'; the outputs are {', '.join(OUTPUTS)}")
-        if name == PREDICT_PROBA and not predictor.has_probabilities:
-            raise InvalidInput(f"this model gives no class probabilities; ask for '{PREDICT}' only")
         if name not in names:
             names.append(name)
     return tuple(names)
 
 
-def parse_infer(payload: Any, predictor: Predictor, max_rows: int) -> InferRequest:
-    """Validate an infer request body against the served model's signature."""
+def parse_infer(payload: Any) -> V2Request:
+    """Parse an infer request body: its envelope and tensors (the data plane checks them against
+    the served model's contract). Raises BadRequest (400)."""
     if type(payload) is not dict:
         raise BadRequest("the body must be a JSON object with 'inputs'")
     unknown = sorted(_short(k) for k in payload if k not in _REQUEST_KEYS)
@@ -207,26 +225,17 @@ def parse_infer(payload: Any, predictor: Predictor, max_rows: int) -> InferReque
     raw_inputs = payload.get("inputs")
     if type(raw_inputs) is not list or not raw_inputs:
         raise BadRequest("inputs must be a non-empty list of tensors")
-    if len(raw_inputs) > len(predictor.schema.names):
-        raise BadRequest(f"{len(raw_inputs)} inputs; the model has {len(predictor.schema.names)} features")
-    outputs = _outputs(payload.get("outputs"), predictor)
-    tensors = [_tensor(raw, i) for i, raw in enumerate(raw_inputs)]
+    if len(raw_inputs) > MAX_INPUTS:
+        raise BadRequest(f"{len(raw_inputs)} inputs; at most {MAX_INPUTS} are read")
+    outputs = _outputs(payload.get("outputs"))
+    tensors = tuple(_tensor(raw, i) for i, raw in enumerate(raw_inputs))
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise BadRequest("input names must be unique")
-    schema = predictor.schema
-    known = set(schema.names)
-    if all(n in known for n in names):
-        batch = _columns_batch(tensors, schema, max_rows)
-    elif len(tensors) == 1 and len(tensors[0].shape) == 2:
-        batch = _rows_batch(tensors[0], schema, max_rows)
-    else:
-        strangers = ", ".join(_short(n) for n in names if n not in known)
-        raise InvalidInput(
-            f"unknown input(s): {strangers}; send one input per feature ({', '.join(schema.names)}) "
-            "or a single 2-D input in that order"
-        )
-    return InferRequest(request_id, batch, outputs)
+    inference = InferenceRequest(
+        V2Inputs(tensors), return_probabilities=PREDICT_PROBA in outputs, probabilities_field="outputs"
+    )
+    return V2Request(request_id, inference, outputs)
 
 
 # -- responses ------------------------------------------------------------------------------------
@@ -243,20 +252,21 @@ def datatype_of(values: list[Any]) -> str:
     return "BYTES"
 
 
-def encode_outputs(request: InferRequest, result: Prediction, predictor: Predictor) -> list[dict[str, Any]]:
-    """The response tensors for the outputs asked for."""
-    n_rows = request.batch.n_rows
+def encode_outputs(request: V2Request, result: InferenceResult) -> list[dict[str, Any]]:
+    """The response tensors for the outputs asked for, in the order asked."""
+    n_rows = result.n_rows
     out: list[dict[str, Any]] = []
     for name in request.outputs:
         if name == PREDICT:
-            labels = result.labels
+            labels = result.prediction.labels
             out.append({"name": PREDICT, "datatype": datatype_of(labels), "shape": [n_rows], "data": labels})
         else:
-            keys = [str(c) for c in predictor.classes]
-            rows = result.probabilities or []
-            data = [row[k] for row in rows for k in keys]
-            shape = [n_rows, len(keys)]
-            out.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": shape, "data": data})
+            proba = result.prediction.probabilities
+            assert proba is not None, "asked for, so computed"
+            shape = [n_rows, proba.shape[1]]
+            out.append(
+                {"name": PREDICT_PROBA, "datatype": "FP64", "shape": shape, "data": proba.ravel().tolist()}
+            )
     return out
 
 

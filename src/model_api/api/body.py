@@ -1,4 +1,4 @@
-"""Dependencies shared by the routers, as Annotated aliases."""
+"""What every route reads from a request: the data plane, and a JSON body."""
 
 from __future__ import annotations
 
@@ -7,25 +7,18 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, Request
 
+from model_api.dataplane import DataPlane
 from model_api.errors import MalformedJSON, UnsupportedMediaType
-from model_api.predictor import Predictor
-from model_api.state import ServiceState
 
 # Dependencies are `async def`: FastAPI would run a plain `def` in a thread pool on every request.
 
 
-async def get_state(request: Request) -> ServiceState:
-    state: ServiceState = request.app.state.service
-    return state
+async def get_dataplane(request: Request) -> DataPlane:
+    plane: DataPlane = request.app.state.dataplane
+    return plane
 
 
-async def get_predictor(request: Request) -> Predictor:
-    state: ServiceState = request.app.state.service
-    return state.require_predictor()
-
-
-StateDep = Annotated[ServiceState, Depends(get_state)]
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 
 
 def _is_json(content_type: str) -> bool:
@@ -35,10 +28,10 @@ def _is_json(content_type: str) -> bool:
 
 async def read_json(request: Request, *, untyped_is_json: bool = False) -> Any:
     """Read and parse a JSON body. Its size is bounded while it is read by the body-limit
-    middleware (`limits.py`), for every route.
+    middleware, for every route.
 
     With `untyped_is_json`, a body sent without a Content-Type is read as JSON (some inference
-    protocol clients send none)."""
+    protocol clients send none). Raises UnsupportedMediaType (415) or MalformedJSON (400)."""
     content_type = request.headers.get("content-type")
     if content_type is None and untyped_is_json:
         content_type = "application/json"

@@ -1,0 +1,166 @@
+"""The one error renderer: every error answer of the service, in the shape its path's clients parse.
+
+- The service's own routes answer {"error": {"code", "message", "details", "request_id"}}.
+- The KServe protocol routes (/v1/, /v2/) answer {"error": "<message>"}, the shape KServe's and
+  Triton's clients parse, with the statuses the Open Inference Protocol gives: 400 for a request
+  the server cannot use, 404 for a model it does not serve, 503 while loading or draining; 401,
+  405, 413 and 5xx keep their meaning.
+
+Every answer records its error code in the request's scope state, where the access layer counts
+it in `errors_total` (guards' refusals included). One logging policy: a server-side failure (5xx)
+is logged with the request id and the cause's traceback, except 503 (loading, draining: expected)
+and 504 (logged as a warning, no traceback: the model was merely slow).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import Scope
+
+from model_api.errors import (
+    BadRequest,
+    ErrorDetail,
+    InvalidInput,
+    MethodNotAllowed,
+    ModelNotReady,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServingError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from model_api.responses import JSONResponse
+
+logger = logging.getLogger("model_api.errors")
+
+PROTOCOL_PREFIXES = ("/v1/", "/v2/")
+MAX_MESSAGE_DETAILS = 5
+"""How many faults (row and field) a protocol error message lists."""
+
+_KEEP_ON_PROTOCOLS = (Unauthorized, ModelNotReady, NotFound, PayloadTooLarge, MethodNotAllowed)
+_HTTP_ERRORS: dict[int, type[ServingError]] = {
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path below the app's root path (what the routes match)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
+def is_protocol_path(scope: Scope) -> bool:
+    """Whether the request is on a KServe protocol route (V1 or V2)."""
+    return route_path(scope).startswith(PROTOCOL_PREFIXES)
+
+
+def status_of(error: ServingError) -> int:
+    """The protocol status of one of the service's errors."""
+    if isinstance(error, _KEEP_ON_PROTOCOLS) or error.status_code >= 500:
+        return error.status_code
+    return 400
+
+
+def message_of(error: ServingError) -> str:
+    """The error's message with its first details (row and field, never the value) folded in."""
+    if not error.details:
+        return error.message
+    parts = []
+    for detail in error.details[:MAX_MESSAGE_DETAILS]:
+        where = []
+        if detail.row is not None:
+            where.append(f"row {detail.row}")
+        if detail.field is not None:
+            where.append(detail.field)
+        parts.append(f"{' '.join(where)}: {detail.message}" if where else detail.message)
+    return f"{error.message}: " + "; ".join(parts)
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The request id the request-id middleware gave this request."""
+    rid = scope.get("state", {}).get("request_id")
+    return rid if isinstance(rid, str) else None
+
+
+def error_body(error: ServingError, request_id: str | None) -> dict[str, Any]:
+    """The service's own error shape."""
+    details = [d.to_dict() for d in error.details]
+    return {
+        "error": {"code": error.code, "message": error.message, "details": details, "request_id": request_id}
+    }
+
+
+def _log(error: ServingError, request_id: str | None) -> None:
+    if error.status_code < 500 or isinstance(error, ModelNotReady):
+        return
+    if isinstance(error, RequestTimeout):
+        logger.warning("%s (request_id=%s)", error.message, request_id)
+        return
+    cause = error.__cause__ or error
+    logger.error(
+        "%s (request_id=%s)", error.message, request_id, exc_info=(type(cause), cause, cause.__traceback__)
+    )
+
+
+def error_response(error: ServingError, scope: Scope, status: int | None = None) -> Response:
+    """Render `error` for the request of `scope`: record its code, log it by the one policy, and
+    answer in the shape of the request's path. `status` overrides the error's own (an HTTP error
+    of the framework keeps its status)."""
+    scope.setdefault("state", {})["error_code"] = error.code
+    rid = request_id_of(scope)
+    _log(error, rid)
+    if is_protocol_path(scope):
+        code = status or status_of(error)
+        return JSONResponse({"error": message_of(error)}, status_code=code)
+    return JSONResponse(error_body(error, rid), status_code=status or error.status_code)
+
+
+def unexpected_error() -> ServingError:
+    """What an exception no layer expected is answered as: a 500 that quotes the request id."""
+    return ServingError("internal error; quote the request id")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route the errors raised inside the app (ours, FastAPI's validation, Starlette's 404/405)
+    through the one renderer. Exceptions nobody expected are caught by the errors middleware,
+    inside the request-id, access and security-header layers, so their 500 carries all three."""
+
+    async def on_serving_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServingError)
+        return error_response(exc, request.scope)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        # FastAPI's own validation (query and path parameters): report locations, never inputs.
+        assert isinstance(exc, RequestValidationError)
+        details = [
+            ErrorDetail(str(err.get("msg", "invalid")), field=".".join(str(p) for p in err.get("loc", ())))
+            for err in exc.errors()
+        ]
+        return error_response(InvalidInput("the request parameters are invalid", details), request.scope)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind = _HTTP_ERRORS.get(exc.status_code, ServingError)
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        response = error_response(kind(message), request.scope, status=exc.status_code)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    app.add_exception_handler(ServingError, on_serving_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)

@@ -1,0 +1,184 @@
+"""The data plane: the one object between every protocol and the model (as in MLServer and KServe).
+
+Every prediction route runs the same straight line: admit (the model named is served and ready),
+read and parse its protocol's envelope, then `infer` here (validate the rows against the served
+model's contract, queue them on the predictor within the request timeout, count the outcome),
+then render. The data plane holds the served predictor and the service's readiness and draining
+state; a rollout swaps the predictor with `serve`.
+
+A request takes the served predictor synchronously when it queues: a rollout may swap the
+predictor at any `await`, and the old one is drained only of the work already queued on it, so
+each request finishes on the model it was queued on and a batch never mixes two models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from types import TracebackType
+
+from model_api.contract import Batch, ModelInputs
+from model_api.errors import ErrorDetail, InvalidInput, ModelNotReady, NotFound, RequestTimeout, ServingError
+from model_api.metrics import Metrics
+from model_api.predictor import Prediction, Predictor
+from model_api.settings import Settings
+
+NAME_SHOWN = 64
+"""How much of a client-chosen model name or version an error message repeats."""
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """A protocol's request, its envelope parsed: the rows, and what is asked of the model."""
+
+    inputs: ModelInputs
+    return_probabilities: bool = False
+    probabilities_field: str = "return_probabilities"
+    """Where the request asked for probabilities, named in the 422 of a model without them."""
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """The model's answer for one request, with the predictor that gave it (name, version, classes)."""
+
+    predictor: Predictor
+    prediction: Prediction
+    n_rows: int
+
+
+class Admission:
+    """A prediction request inside the data plane, from before its body is read until it is
+    answered; used as a context manager, it counts the request's outcome when it leaves:
+    ok, invalid (any 4xx: the body, its envelope or its rows) or error (5xx)."""
+
+    __slots__ = ("model_version", "n_rows", "plane", "predictor")
+
+    def __init__(self, plane: DataPlane, predictor: Predictor, model_version: str | None) -> None:
+        self.plane = plane
+        self.predictor = predictor
+        self.model_version = model_version
+        self.n_rows = 0
+        """Rows that reached the model (0 until the request's rows passed the contract)."""
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        metrics = self.plane.metrics
+        labels = self.predictor.name, self.predictor.version or ""
+        if exc is None:
+            outcome = "ok"
+        elif isinstance(exc, ServingError) and exc.status_code < 500:
+            outcome = "invalid"
+        elif isinstance(exc, Exception):
+            outcome = "error"
+        else:  # cancelled: the client is gone, nothing was answered
+            return
+        metrics.predictions.labels(*labels, outcome).inc()
+        if self.n_rows:
+            metrics.rows.labels(*labels, "ok" if outcome == "ok" else "error").inc(self.n_rows)
+
+
+class DataPlane:
+    """Holds the served predictor, readiness and draining; admits, validates, predicts and counts."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.predictor: Predictor | None = None
+        self.draining = False
+        """Set on SIGTERM or shutdown: /ready answers 503 while requests in flight are served."""
+
+    def serve(self, predictor: Predictor) -> None:
+        """Make `predictor` the one requests use (one assignment: atomic on the event loop) and
+        record in the metrics which model is served."""
+        self.predictor = predictor
+        loaded = predictor.loaded
+        self.metrics.model_loaded(
+            loaded.name,
+            loaded.version,
+            loaded.ref.alias,
+            loaded.run_id,
+            loaded.load_seconds,
+            loaded.loaded_at,
+        )
+
+    def start_draining(self) -> None:
+        """Fail readiness from now on; requests still arriving are served."""
+        self.draining = True
+        self.metrics.set_ready(False)
+
+    def served(self) -> Predictor:
+        """The serving predictor; ModelNotReady (503) while the model is loading."""
+        if self.predictor is None:
+            raise ModelNotReady("the model is still loading")
+        return self.predictor
+
+    def ready(self, name: str | None = None, version: str | None = None) -> Predictor:
+        """The serving predictor, as `lookup`; ModelNotReady (503) while draining too (readiness)."""
+        if self.draining:
+            raise ModelNotReady("the service is shutting down")
+        return self.lookup(name, version)
+
+    def lookup(self, name: str | None = None, version: str | None = None) -> Predictor:
+        """The serving predictor if it is the model (and version) named; 503 while loading, 404
+        (NotFound) for a model or version not served here. No name means the served model."""
+        predictor = self.served()
+        if name is not None and name != predictor.name:
+            raise NotFound(
+                f"model '{name[:NAME_SHOWN]}' is not served here; this server serves '{predictor.name}'"
+            )
+        if version is not None and version != predictor.version:
+            served = predictor.version if predictor.version is not None else "no registry version"
+            raise NotFound(
+                f"version '{version[:NAME_SHOWN]}' of '{predictor.name}' is not served here; "
+                f"the served version is {served}"
+            )
+        return predictor
+
+    def admit(self, name: str | None = None, version: str | None = None) -> Admission:
+        """Admit a prediction request before its body is read: 503 while loading, 404 for a model
+        (or version) not served here."""
+        return Admission(self, self.lookup(name, version), version)
+
+    async def infer(self, admission: Admission, request: InferenceRequest) -> InferenceResult:
+        """Validate the request's rows against the served model's contract and predict them within
+        the request timeout (the admission counts the outcome).
+
+        Raises InvalidInput (422) or TooManyRows (413) for rows that break the contract,
+        RequestTimeout (504), PredictionFailed (500), ModelNotReady (503) when shutting down, and
+        NotFound (404) when the version the request named was swapped out while its body was read.
+        """
+        predictor = self.predictor
+        if predictor is not admission.predictor:  # a rollout swapped models while the body was read
+            predictor = admission.predictor = self.lookup(admission.predictor.name, admission.model_version)
+        assert predictor is not None
+        batch = request.inputs.to_batch(predictor.schema, self.settings.max_rows)
+        if request.return_probabilities and not predictor.has_probabilities:
+            raise InvalidInput(
+                "this model gives no class probabilities",
+                [ErrorDetail("the model has no predict_proba", field=request.probabilities_field)],
+            )
+        admission.n_rows = batch.n_rows
+        prediction = await self._predict_within(predictor, batch, request.return_probabilities)
+        return InferenceResult(predictor, prediction, batch.n_rows)
+
+    async def _predict_within(self, predictor: Predictor, batch: Batch, probabilities: bool) -> Prediction:
+        """`predictor.predict`, or RequestTimeout after the request timeout.
+
+        Cancelling the wait cancels the request's own future: the micro-batcher then skips it if
+        its batch has not started, and a plain predictor's queued call is dropped before it
+        reaches a model thread. A batch already running in a model thread runs to its end."""
+        timeout_s = self.settings.request_timeout_s
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                return await predictor.predict(batch, probabilities)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise RequestTimeout(
+                f"the prediction took longer than the {timeout_s:g}s timeout; quote the request id"
+            ) from None
