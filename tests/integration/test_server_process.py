@@ -103,7 +103,7 @@ def test_bare_model_name_exits_naming_the_forms_that_work(tmp_path: Path) -> Non
 
 def test_unreachable_registry_is_retried_then_exits(tmp_path: Path) -> None:
     code, log = startup_failure(
-        tmp_path, tracking=f"http://127.0.0.1:{free_port()}", MODEL_API_STARTUP_RETRY_S="2"
+        tmp_path, tracking=f"http://127.0.0.1:{free_port()}", MODEL_API_STARTUP_RETRY_S="6"
     )
     assert code != 0
     assert "retrying" in log
