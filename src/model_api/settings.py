@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     Lines file (inference_log_path), or CloudEvents POSTed to inference_log_url as KServe's logger does."""
 
     inference_log_path: str = "data/inference-log.jsonl"
-    """The inference log file; '{pid}' becomes the worker's process id (one file a worker when workers > 1)."""
+    """The inference log file; '{pid}' becomes the process id (one file a worker when workers > 1)."""
 
     inference_log_max_bytes: int = Field(default=100 * 2**20, ge=0)
     """Size at which the inference log file is rotated to PATH.1 (PATH.2, ...); 0 never rotates."""
