@@ -125,7 +125,10 @@ class InferenceLog:
     def _run(self) -> None:
         while not self._abandon.is_set():
             try:
-                first = self._queue.get(timeout=1.0)
+                # close() sets _closing before it queues the wake-up None, so once the None is
+                # taken, _closing is seen here and the writer does not wait on an empty queue.
+                closing = self._closing.is_set()
+                first = self._queue.get_nowait() if closing else self._queue.get(timeout=1.0)
             except queue.Empty:
                 first = None
             batch = [] if first is None else [first]
