@@ -64,11 +64,20 @@ def test_observe_counts_missing_unknown_and_out_of_range() -> None:
     }
 
 
-def test_values_of_the_wrong_kind_are_unknown_not_errors() -> None:
+@pytest.mark.parametrize("repeat", [1, 20])  # 5 values: the plain Python path; 100: numpy's
+def test_values_of_the_wrong_kind_are_unknown_not_errors(repeat: int) -> None:
     profile = Profile(numeric={"x": (0.0, 1.0)}, categorical={"c": frozenset({"a"})})
-    counts = observe(profile, {"x": [0.5, "0.5", True, None, 2.0], "c": ["a", ["a"], {"k": 1}]})
-    assert counts["x"] == FeatureCounts(missing=1, unknown=2, out_of_range=1)
-    assert counts["c"] == FeatureCounts(missing=0, unknown=2, out_of_range=0)
+    x = [0.5, "0.5", True, None, 2.0, math.nan] * repeat
+    c = ["a", ["a"], {"k": 1}, None, "b", "a"] * repeat
+    counts = observe(profile, {"x": x, "c": c})
+    assert counts["x"] == FeatureCounts(missing=2 * repeat, unknown=2 * repeat, out_of_range=repeat)
+    assert counts["c"] == FeatureCounts(missing=repeat, unknown=3 * repeat, out_of_range=0)
+    numbers = observe(profile, {"x": [-1.0, 0.0, 1.0, None, 3] * repeat})
+    assert numbers["x"] == FeatureCounts(missing=repeat, unknown=0, out_of_range=2 * repeat)
+
+
+def test_no_columns_counts_nothing() -> None:
+    profile = Profile(numeric={"x": (0.0, 1.0)}, categorical={"c": frozenset({"a"})})
     assert observe(profile, {}) == {"x": FeatureCounts(0, 0, 0), "c": FeatureCounts(0, 0, 0)}
 
 
