@@ -314,7 +314,7 @@ def test_build_follows_the_settings(tmp_path: Path) -> None:
         assert isinstance(stream.sink, JsonLinesSink)
         assert stream.sink.path.name.startswith("log-") and "{pid}" not in stream.sink.path.name
         assert stream.sample_rate == 0.5
-        assert stream._mask.redact == {"email"} and stream._mask.hashed == {"customer_id", "phone"}
+        assert stream.mask.redact == {"email"} and stream.mask.hashed == {"customer_id", "phone"}
     finally:
         stream.close(1)
     http = build_inference_log(

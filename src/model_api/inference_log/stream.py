@@ -60,7 +60,7 @@ class InferenceLog:
         self.sink = sink
         self.sample_rate = sample_rate
         self.batch_size = batch_size
-        self._mask = mask or FieldMask()
+        self.mask = mask or FieldMask()
         self._random = (rng or random.Random()).random  # noqa: S311 - sampling, not security
         self._queue: queue.Queue[InferenceRecord | None] = queue.Queue(maxsize=queue_size)
         self._closing = threading.Event()
@@ -147,7 +147,7 @@ class InferenceLog:
     def _write(self, batch: list[InferenceRecord]) -> None:
         started = time.perf_counter()
         try:
-            self.sink.write([record.masked(self._mask) for record in batch])
+            self.sink.write([record.masked(self.mask) for record in batch])
         except Exception as exc:
             written = exc.written if isinstance(exc, SinkError) else 0
             self._written.inc(written)
