@@ -109,3 +109,37 @@ class Settings(BaseSettings):
 
     cors_origins: str = ""
     """Comma-separated origins browsers may call the API from ('*' for any); CORS is off when empty."""
+
+    inference_log: Literal["off", "file", "http"] = "off"
+    """Inference logs (one record per answered request, with its inputs and outputs): off, a JSON
+    Lines file (inference_log_path), or CloudEvents POSTed to inference_log_url as KServe's logger does."""
+
+    inference_log_path: str = "data/inference-log.jsonl"
+    """The inference log file; '{pid}' becomes the process id (one file a worker when workers > 1)."""
+
+    inference_log_max_bytes: int = Field(default=100 * 2**20, ge=0)
+    """Size at which the inference log file is rotated to PATH.1 (PATH.2, ...); 0 never rotates."""
+
+    inference_log_backups: int = Field(default=5, ge=0)
+    """Rotated inference log files kept; 0 truncates the file when it is full."""
+
+    inference_log_url: str = ""
+    """Collector the inference log POSTs CloudEvents to (http:// or https://) when inference_log is http."""
+
+    inference_log_timeout_s: float = Field(default=2.0, gt=0)
+    """Longest the inference log waits on the collector per connect, send or read before it fails a batch."""
+
+    inference_log_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of answered requests recorded in the inference log (0..1); a skipped one costs a random draw."""
+
+    inference_log_queue_size: int = Field(default=10_000, ge=1)
+    """Records waiting for the inference log writer at most; beyond, records are dropped and counted."""
+
+    inference_log_redact: str = ""
+    """Comma-separated input field names written as "[redacted]" in the inference log."""
+
+    inference_log_hash: str = ""
+    """Comma-separated input field names written as salted SHA-256 (HMAC) hex digests; equal values join."""
+
+    inference_log_hash_salt: SecretStr | None = None
+    """Key (salt) of the inference log's field digests; required when inference_log_hash names fields."""

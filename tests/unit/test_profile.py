@@ -1,0 +1,109 @@
+"""The reference profile from the demo's training table and its fitted encoder, and observe()."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from model_api.demo import build_pipeline, make_churn_table
+from model_api.profile import FeatureCounts, Profile, build_profile, observe
+
+
+def test_profile_of_the_training_table_holds_ranges_and_categories() -> None:
+    frame, _ = make_churn_table(300)
+    profile = build_profile(frame)
+    assert set(profile.numeric) == {
+        "tenure_months", "monthly_charges", "total_charges", "support_calls", "num_services", "age",
+    }  # fmt: skip
+    assert profile.numeric["age"] == (float(frame["age"].min()), float(frame["age"].max()))
+    assert profile.numeric["monthly_charges"][1] == float(frame["monthly_charges"].max())
+    assert profile.categorical["contract"] == frozenset(frame["contract"])
+    assert profile.categorical["paperless_billing"] == {"yes", "no"}
+
+
+def test_the_fitted_encoders_categories_win_over_the_example() -> None:
+    frame, churned = make_churn_table(300)
+    pipeline = build_pipeline(n_trees=3).fit(frame, churned)
+    encoder = pipeline.named_steps["features"].named_transformers_["categorical"]
+    names = pipeline.named_steps["features"].transformers_[1][2]
+    categories = {name: list(cats) for name, cats in zip(names, encoder.categories_, strict=True)}
+    example = frame.head(3)  # MLflow's input example: a few rows, not every category
+    profile = build_profile(example, categories)
+    assert profile.categorical["payment_method"] == frozenset(frame["payment_method"])
+    assert len(profile.categorical["payment_method"]) == 4
+    assert "tenure_months" in profile.numeric
+    counts = observe(profile, {"payment_method": [frame["payment_method"].iloc[i] for i in range(300)]})
+    assert counts["payment_method"] == FeatureCounts(0, 0, 0)
+
+
+def test_observe_counts_missing_unknown_and_out_of_range() -> None:
+    profile = Profile(
+        numeric={"tenure": (1.0, 72.0), "charges": (18.0, 120.0), "age": (18.0, 84.0)},
+        categorical={
+            "contract": frozenset({"month-to-month", "one-year", "two-year"}),
+            "paperless": frozenset({True, False}),
+        },
+    )
+    columns = {
+        "tenure": [1, 72, 73, 0, None, 12],  # 73 above, 0 below, one missing
+        "charges": np.array([18.0, math.nan, 120.5, 50.0, 60.0, 70.0]),  # one NaN, one above
+        "contract": ["one-year", "weekly", None, "two-year", "WEEKLY", float("nan")],
+        "paperless": [True, False, True, "yes", None, np.bool_(True)],
+        # "age" is absent: every row missing
+    }
+    counts = observe(profile, columns)
+    assert counts == {
+        "tenure": FeatureCounts(missing=1, unknown=0, out_of_range=2),
+        "charges": FeatureCounts(missing=1, unknown=0, out_of_range=1),
+        "age": FeatureCounts(missing=6, unknown=0, out_of_range=0),
+        "contract": FeatureCounts(missing=2, unknown=2, out_of_range=0),
+        "paperless": FeatureCounts(missing=1, unknown=1, out_of_range=0),
+    }
+
+
+@pytest.mark.parametrize("repeat", [1, 20])  # 5 values: the plain Python path; 100: numpy's
+def test_values_of_the_wrong_kind_are_unknown_not_errors(repeat: int) -> None:
+    profile = Profile(numeric={"x": (0.0, 1.0)}, categorical={"c": frozenset({"a"})})
+    x = [0.5, "0.5", True, None, 2.0, math.nan] * repeat
+    c = ["a", ["a"], {"k": 1}, None, "b", "a"] * repeat
+    counts = observe(profile, {"x": x, "c": c})
+    assert counts["x"] == FeatureCounts(missing=2 * repeat, unknown=2 * repeat, out_of_range=repeat)
+    assert counts["c"] == FeatureCounts(missing=repeat, unknown=3 * repeat, out_of_range=0)
+    numbers = observe(profile, {"x": [-1.0, 0.0, 1.0, None, 3] * repeat})
+    assert numbers["x"] == FeatureCounts(missing=repeat, unknown=0, out_of_range=2 * repeat)
+
+
+def test_no_columns_counts_nothing() -> None:
+    profile = Profile(numeric={"x": (0.0, 1.0)}, categorical={"c": frozenset({"a"})})
+    assert observe(profile, {}) == {"x": FeatureCounts(0, 0, 0), "c": FeatureCounts(0, 0, 0)}
+
+
+def test_integer_numpy_columns_and_empty_numeric_columns() -> None:
+    profile = build_profile({"n": [None, None], "k": [3, 5], "s": ["a", None]})
+    assert "n" not in profile.numeric and "n" not in profile.categorical  # nothing to compare with
+    assert profile.numeric == {"k": (3.0, 5.0)}
+    assert profile.categorical == {"s": frozenset({"a"})}
+    assert observe(profile, {"k": np.array([2, 3, 5, 6], dtype=np.int64), "s": ["a", "a", "b", None]}) == {
+        "k": FeatureCounts(0, 0, 2),
+        "s": FeatureCounts(1, 1, 0),
+    }
+
+
+def test_profile_round_trips_through_json() -> None:
+    frame, _ = make_churn_table(100)
+    profile = build_profile(frame)
+    again = Profile.from_dict(json.loads(json.dumps(profile.to_dict())))
+    assert again == profile
+    assert set(again.features) == set(frame.columns)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"numeric": {"x": [2.0, 1.0]}}, {"numeric": {"x": "wide"}}, {"numeric": []}, {"categorical": {"c": 3}}],
+)
+def test_a_malformed_profile_artifact_is_refused(data: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="not a reference profile"):
+        Profile.from_dict(data)
