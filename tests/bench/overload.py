@@ -157,6 +157,11 @@ def analyse(
         "connection_errors": int((status == -1).sum()),
         "not_sent_connection_cap": int((status == -2).sum()),
         "baseline_p99_ms": base_p99,
+        # Little's law: the mean number in flight is the sum of the latencies over the time; at half
+        # capacity it is a guide for the autoscaler's per-pod in-flight threshold.
+        "baseline_in_flight": float(
+            np.nansum(latency[base]) / max(1e-9, baseline_s - min(1.0, baseline_s / 2))
+        ),
         "tail_p99_ms": p99_ms(latency[(due >= spike_end) & ok]),
         "recovery_s": recovered,
         "generator_lag_p99_ms": p99_ms(lag[status != -2]),
@@ -304,6 +309,7 @@ def report(r: dict[str, object], checks: list[tuple[str, bool, str]], args: argp
         f"- admitted {r['admitted_req_s']:.0f} req/s, p50 {r['admitted_p50_ms']:.1f} ms, p99 "
         f"{r['admitted_p99_ms']:.1f} ms (baseline p99 {r['baseline_p99_ms']:.1f} ms, tail p99 "
         f"{r['tail_p99_ms']:.1f} ms)",
+        f"- requests in flight at half capacity (Little's law, baseline): {r['baseline_in_flight']:.1f}",
         f"- refused (503): {r['refused_share']:.1%} of the spike, p99 {r['refusal_p99_ms']:.2f} ms",
         f"- client timeouts {r['client_timeouts']}, other 5xx {r['other_5xx']} {r['other_5xx_codes']}, "
         f"other statuses {r['other_statuses']}, connection errors {r['connection_errors']}, "
