@@ -212,7 +212,7 @@ def main() -> int:
     parser.add_argument("--capacity", type=float, default=0.0, help="req/s; 0 measures it with wrk")
     parser.add_argument("--capacity-seconds", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=10.0, help="client timeout per request, s")
-    parser.add_argument("--route", default="/predict")
+    parser.add_argument("--route", default="/predict", help='a route taking {"instances": [...]}')
     parser.add_argument(
         "--set",
         action="append",
@@ -226,6 +226,8 @@ def main() -> int:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: `make overload` installs it")
     args.out.mkdir(parents=True, exist_ok=True)
+    if len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {1})  # the /health and /metrics poller stays off the server's core
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_API_")}
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT}/data/mlflow.db")
