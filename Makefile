@@ -19,12 +19,13 @@ DURATION ?= 60s
 USERS ?= 100
 SPAWN_RATE ?= 20
 
-.PHONY: help install system-deps apt demo serve test lint unit integration rules image-test bench loadtest manifests kserve-sdk soak clean
+.PHONY: help install system-deps apt demo serve test lint unit integration rules image-test bench overload loadtest manifests kserve-sdk soak clean
 
 help:
 	@echo "make serve   - install, register the demo model if missing, serve it on :8000"
 	@echo "make test    - everything CI checks: ruff, mypy --strict, the whole test suite"
 	@echo "make bench   - our service against mlflow models serve, side by side (about 4 minutes)"
+	@echo "make overload [SPIKE=30 TAIL=10] - one worker under an open-loop spike of 3x its capacity (about 1.5 minutes)"
 	@echo "make loadtest [HOST=... DURATION=60s USERS=100] - locust, headless, against a running server"
 	@echo "make soak [DURATION=60s USERS=100 WORKERS=1] - its own server under locust: no failures, flat memory"
 
@@ -94,6 +95,14 @@ image-test: install system-deps
 bench: demo
 	@$(MAKE) --no-print-directory apt PACKAGES="wrk"
 	$(BIN)/python -m tests.bench.bench
+
+# One worker pinned to core 0, an open-loop generator on core 1: capacity (wrk), then 3x it for
+# SPIKE seconds and half of it for TAIL seconds; targets PASS/FAIL, results in bench-results/.
+SPIKE ?= 30
+TAIL ?= 10
+overload: demo
+	@$(MAKE) --no-print-directory apt PACKAGES="wrk"
+	$(BIN)/python -m tests.bench.overload --spike $(SPIKE) --tail $(TAIL)
 
 loadtest: install
 	@curl -sf $(HOST)/ready >/dev/null || { echo "no ready server at $(HOST): start one with 'make serve'"; exit 1; }

@@ -68,6 +68,8 @@ def check(value: Any, type_name: str, path: str, errors: list[str]) -> None:
         "datetime": lambda v: isinstance(v, str),
         "date": lambda v: isinstance(v, str),
         "ResourceQuantity": lambda v: isinstance(v, str | int | float) and not isinstance(v, bool),
+        # KServe's autoscaling targets: a resource.Quantity in Go, a type name without a model here.
+        "V1beta1MetricQuantity": lambda v: isinstance(v, str | int | float) and not isinstance(v, bool),
     }
     if type_name in simple:
         if not simple[type_name](value):

@@ -19,6 +19,9 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "model-api.json"
 # Grafana's variables, replaced by what Grafana would put there.
 VARIABLES = {"$__rate_interval": "1m", "$job": "model-api"}
 METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
+# Named by the dashboard ahead of the server: the admission-control metrics of issue 14. Once the
+# server exports them, test_metrics_ahead_of_the_server_are_not_exported_yet fails: empty this set.
+AHEAD_OF_SERVER = {"requests_shed_total", "requests_in_flight", "queue_depth"}
 
 
 def expressions() -> list[str]:
@@ -35,7 +38,19 @@ def expressions() -> list[str]:
 
 def test_the_dashboard_shows_what_the_issue_asks() -> None:
     titles = " ".join(p["title"].lower() for p in json.loads(DASHBOARD.read_text())["panels"])
-    for topic in ["request rate", "error rate", "p50", "p99", "batch size", "rows", "model version", "ready"]:
+    for topic in [
+        "request rate",
+        "error rate",
+        "p50",
+        "p99",
+        "batch size",
+        "rows",
+        "model version",
+        "ready",
+        "shed",
+        "in flight",
+        "queue depth",
+    ]:
         assert topic in titles, topic
 
 
@@ -54,12 +69,22 @@ def test_every_expression_parses(tmp_path: Path) -> None:
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 
 
-def test_every_metric_it_names_is_exported(client: TestClient, example_rows: Any) -> None:
-    """A renamed metric would leave a panel silently empty."""
+def exported_metrics(client: TestClient, example_rows: Any) -> set[str]:
     client.post("/predict", json={"instances": example_rows})
     client.post("/predict", json={"instances": [{}]})  # errors_total has a sample once one happened
     client.app.state.dataplane.metrics.observe_batch("ChurnPredictor", "1", 3, 0.001)  # type: ignore[attr-defined]
     exported = {line.split("{")[0].split(" ")[0] for line in client.get("/metrics").text.splitlines()}
-    exported |= {"up"}  # Prometheus's own, per target
+    return exported | {"up"}  # Prometheus's own, per target
+
+
+def test_every_metric_it_names_is_exported(client: TestClient, example_rows: Any) -> None:
+    """A renamed metric would leave a panel silently empty."""
     names = {m for expr in expressions() for m in METRIC.findall(expr)}
-    assert names and names <= exported, names - exported
+    assert names >= AHEAD_OF_SERVER
+    missing = names - exported_metrics(client, example_rows) - AHEAD_OF_SERVER
+    assert names and not missing, missing
+
+
+def test_metrics_ahead_of_the_server_are_not_exported_yet(client: TestClient, example_rows: Any) -> None:
+    """Keeps AHEAD_OF_SERVER honest: a metric the server exports must be checked like the others."""
+    assert not AHEAD_OF_SERVER & exported_metrics(client, example_rows)

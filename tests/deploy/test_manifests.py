@@ -100,6 +100,7 @@ def test_kserve_resources_match_the_sdk_models_strictly(tmp_path: Path) -> None:
     assert set(docs) == {
         "servingruntime.yaml",
         "inferenceservice.yaml",
+        "inferenceservice-keda.yaml",
         "canary-standard.yaml",
         "canary-knative.yaml",
     }

@@ -1,0 +1,129 @@
+"""tests/bench/openloop.py and the overload report's arithmetic: a real generator against a real socket
+server that answers 200, refuses with 503, never answers, or closes; and recovery from timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from tests.bench.openloop import run
+from tests.bench.overload import analyse, recovery_s, verdicts
+from tests.support import free_port
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class Scripted(asyncio.Protocol):
+    """Answers the n-th request it receives (over all connections) by n % 10: 0-6 answer 200, 7 and 8
+    answer 503, 9 is never answered (its client times out)."""
+
+    count = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            length = int(self.buffer[:end].lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length :]
+            n, Scripted.count = Scripted.count, Scripted.count + 1
+            if n % 10 < 7:
+                self.transport.write(OK)
+            elif n % 10 < 9:
+                self.transport.write(REFUSED)
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[int]:
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    async def serve() -> None:
+        server = await loop.create_server(Scripted, "127.0.0.1", port)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    task = loop.create_task(serve())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    Scripted.count = 0
+    try:
+        yield port
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_every_request_is_sent_on_schedule_and_each_outcome_is_counted(scripted_server: int) -> None:
+    result = run(f"http://127.0.0.1:{scripted_server}/predict", b"{}", [(200, 0.5), (100, 0.5)], 0.5, 64, 4)
+    due, status, latency = result["due"], result["status"], result["latency"]
+    assert len(due) == 150 and np.all(np.diff(due) > 0)
+    assert due[100] == pytest.approx(0.5)  # the second phase starts where the first ends
+    assert int(Scripted.count) == 150  # the server saw every request: none waited for an answer first
+    assert (status == 200).sum() == 105 and (status == 503).sum() == 30
+    assert (status == 0).sum() == 15  # never answered: client timeout, no latency
+    assert np.isnan(latency[status == 0]).all() and (latency[status > 0] > 0).all()
+    assert (latency[status > 0] < 0.5).all()
+
+
+def test_a_refused_connection_is_an_error_not_a_timeout() -> None:
+    result = run(f"http://127.0.0.1:{free_port()}/predict", b"{}", [(50, 0.2)], 1.0, 16, 0)
+    assert set(result["status"].tolist()) == {-1}
+
+
+def arrays(statuses: list[int], latencies: list[float], step: float) -> dict[str, np.ndarray]:
+    n = len(statuses)
+    return {
+        "due": np.arange(n) * step,
+        "latency": np.array(latencies, dtype=float),
+        "status": np.array(statuses, dtype=np.int32),
+        "lag": np.zeros(n),
+        "peak_connections": np.array(1),
+    }
+
+
+def test_recovery_is_the_start_of_the_last_run_of_normal_windows() -> None:
+    step = 0.05  # 5 requests a 250 ms window
+    latency = [0.5] * 20 + [0.001] * 40  # slow for the first second of the tail, then normal
+    status = [200] * 60
+    status[10] = 503  # a refusal inside the slow part changes nothing
+    due = np.arange(60) * step
+    assert recovery_s(due, np.array(latency), np.array(status), 0.0, 3.0, 0.01) == pytest.approx(1.0)
+    status[55] = 0  # a timeout in the last window: not recovered within the tail
+    assert recovery_s(due, np.array(latency), np.array(status), 0.0, 3.0, 0.01) is None
+
+
+def test_the_report_splits_spike_and_tail_and_judges_the_targets() -> None:
+    # 1 s baseline, 1 s spike, 1 s tail at 100 requests a second.
+    statuses = [200] * 100 + [200, 503] * 50 + [200] * 100
+    latencies = [0.002] * 100 + [0.05, 0.001] * 50 + [0.002] * 100
+    r = analyse(arrays(statuses, latencies, 0.01), 1.0, 1.0, 1.0)
+    assert r["refused_share"] == pytest.approx(0.5)
+    assert r["admitted_p99_ms"] == pytest.approx(50.0)
+    assert r["refusal_p99_ms"] == pytest.approx(1.0)
+    assert r["recovery_s"] == pytest.approx(0.0)
+    assert r["client_timeouts"] == r["other_5xx"] == 0
+    assert all(ok for _, ok, _ in verdicts(r, health_ok=True))
+    statuses[150] = 500
+    statuses[290] = 0  # in the tail's last window: not back to normal within it
+    r = analyse(arrays(statuses, latencies, 0.01), 1.0, 1.0, 1.0)
+    failed = {name for name, ok, _ in verdicts(r, health_ok=False) if not ok}
+    assert failed == {
+        "0 client timeouts",
+        "0 5xx other than 503",
+        "/health answered throughout",
+        "normal latency within 1 s of the spike's end",
+    }
