@@ -1,7 +1,8 @@
 """The data plane: the one object between every protocol and the model (as in MLServer and KServe).
 
-Every prediction route runs the same straight line: admit (the model named is served and ready),
-read and parse its protocol's envelope, then `infer` here (validate the rows against the served
+Every prediction route runs the same straight line: admit (the model named is served and ready,
+and the worker holds fewer than `max_in_flight` prediction requests), read and parse its
+protocol's envelope, then `infer` here (validate the rows against the served
 model's contract, queue them on the predictor within the request timeout, count the outcome),
 then render. The data plane holds the served predictor and the service's readiness and draining
 state; a rollout swaps the predictor with `serve`.
@@ -9,16 +10,34 @@ state; a rollout swaps the predictor with `serve`.
 A request takes the served predictor synchronously when it queues: a rollout may swap the
 predictor at any `await`, and the old one is drained only of the work already queued on it, so
 each request finishes on the model it was queued on and a batch never mixes two models.
+
+Admission control: past `max_in_flight` a request is refused (Overloaded, 503 with Retry-After)
+before its body is read. An admitted request has a budget (`request_timeout_s`, or less with the
+X-Request-Timeout header) from admission to answer; one still queued when it runs out is answered
+Expired (504) and never reaches the model, and one whose client disconnects while it waits is
+dropped from the queue. Both are counted in `requests_shed_total`, not in `predictions_total`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from types import TracebackType
 
+from model_api.admission import TIMEOUT_HEADER, Client, Receive, Ticket, budget_s, start_watching
 from model_api.contract import Batch, ModelInputs
-from model_api.errors import ErrorDetail, InvalidInput, ModelNotReady, NotFound, RequestTimeout, ServingError
+from model_api.errors import (
+    ClientDisconnected,
+    ErrorDetail,
+    Expired,
+    InvalidInput,
+    ModelNotReady,
+    NotFound,
+    Overloaded,
+    RequestTimeout,
+    ServingError,
+)
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.settings import Settings
@@ -49,16 +68,44 @@ class InferenceResult:
 class Admission:
     """A prediction request inside the data plane, from before its body is read until it is
     answered; used as a context manager, it counts the request's outcome when it leaves:
-    ok, invalid (any 4xx: the body, its envelope or its rows) or error (5xx)."""
+    ok, invalid (any 4xx: the body, its envelope or its rows) or error (5xx); or, if it never
+    reached the model, shed as expired or disconnected. It holds one of the worker's
+    `max_in_flight` places until then."""
 
-    __slots__ = ("model_version", "n_rows", "plane", "predictor")
+    __slots__ = (
+        "budget_s",
+        "deadline",
+        "gone",
+        "model_version",
+        "n_rows",
+        "plane",
+        "predictor",
+        "receive",
+        "ticket",
+    )
 
-    def __init__(self, plane: DataPlane, predictor: Predictor, model_version: str | None) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        predictor: Predictor,
+        model_version: str | None,
+        budget_s: float,
+        receive: Receive | None = None,
+    ) -> None:
         self.plane = plane
         self.predictor = predictor
         self.model_version = model_version
         self.n_rows = 0
         """Rows that reached the model (0 until the request's rows passed the contract)."""
+        self.budget_s = budget_s
+        self.deadline = time.monotonic() + budget_s
+        """When the request's budget runs out, in `time.monotonic()` seconds."""
+        self.receive = receive
+        self.ticket: Ticket | None = None
+        self.gone = False
+        """Set when the client disconnected while the request waited for the model."""
+        plane.in_flight += 1
+        plane.metrics.in_flight.inc()
 
     def __enter__(self) -> Admission:
         return self
@@ -67,6 +114,12 @@ class Admission:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         metrics = self.plane.metrics
+        self.plane.in_flight -= 1
+        metrics.in_flight.dec()
+        if isinstance(exc, (Expired, ClientDisconnected)):
+            if self.ticket is None or not self.ticket.started:
+                metrics.shed.labels("expired" if isinstance(exc, Expired) else "disconnected").inc()
+            return
         labels = self.predictor.name, self.predictor.version or ""
         if exc is None:
             outcome = "ok"
@@ -90,6 +143,8 @@ class DataPlane:
         self.predictor: Predictor | None = None
         self.draining = False
         """Set on SIGTERM or shutdown: /ready answers 503 while requests in flight are served."""
+        self.in_flight = 0
+        """Prediction requests admitted and not yet answered (at most settings.max_in_flight)."""
 
     def serve(self, predictor: Predictor) -> None:
         """Make `predictor` the one requests use (one assignment: atomic on the event loop) and
@@ -138,10 +193,21 @@ class DataPlane:
             )
         return predictor
 
-    def admit(self, name: str | None = None, version: str | None = None) -> Admission:
+    def admit(
+        self, name: str | None = None, version: str | None = None, client: Client | None = None
+    ) -> Admission:
         """Admit a prediction request before its body is read: 503 while loading, 404 for a model
-        (or version) not served here."""
-        return Admission(self, self.lookup(name, version), version)
+        (or version) not served here, 400 for a malformed X-Request-Timeout, and Overloaded (503,
+        Retry-After) when the worker already holds `max_in_flight` requests. With the `client`,
+        its X-Request-Timeout shortens the budget and its disconnection drops it from the queue."""
+        predictor = self.lookup(name, version)
+        timeout_s = self.settings.request_timeout_s
+        budget = budget_s(client.headers.get(TIMEOUT_HEADER), timeout_s) if client is not None else timeout_s
+        bound = self.settings.max_in_flight
+        if bound and self.in_flight >= bound:
+            self.metrics.shed.labels("overloaded").inc()
+            raise Overloaded(f"this worker is at its limit of {bound} requests in flight; retry shortly")
+        return Admission(self, predictor, version, budget, client.receive if client is not None else None)
 
     async def infer(self, admission: Admission, request: InferenceRequest) -> InferenceResult:
         """Validate the request's rows against the served model's contract and predict them within
@@ -162,23 +228,50 @@ class DataPlane:
                 [ErrorDetail("the model has no predict_proba", field=request.probabilities_field)],
             )
         admission.n_rows = batch.n_rows
-        prediction = await self._predict_within(predictor, batch, request.return_probabilities)
+        prediction = await self._predict_within(admission, predictor, batch, request.return_probabilities)
         return InferenceResult(predictor, prediction, batch.n_rows)
 
-    async def _predict_within(self, predictor: Predictor, batch: Batch, probabilities: bool) -> Prediction:
-        """`predictor.predict`, or RequestTimeout after the request timeout.
+    async def _predict_within(
+        self, admission: Admission, predictor: Predictor, batch: Batch, probabilities: bool
+    ) -> Prediction:
+        """`predictor.predict` within the request's budget: Expired (504) if the budget runs out
+        before the request reaches the model, RequestTimeout (504) if while the model runs it,
+        ClientDisconnected (499) if the client leaves while it waits.
 
         Cancelling the wait cancels the request's own future: the micro-batcher then skips it if
         its batch has not started, and a plain predictor's queued call is dropped before it
         reaches a model thread. A batch already running in a model thread runs to its end."""
-        timeout_s = self.settings.request_timeout_s
-        deadline = asyncio.timeout(timeout_s)
+        ticket = admission.ticket = Ticket(admission.deadline, admission.budget_s, self.metrics.queue_depth)
+        remaining = ticket.remaining_s()
+        if remaining <= 0:
+            ticket.leave()
+            raise ticket.expired_error()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def disconnected() -> None:
+            admission.gone = True
+            task.cancel()
+
+        watcher = start_watching(admission.receive, disconnected)
+        deadline = asyncio.timeout(remaining)
         try:
             async with deadline:
-                return await predictor.predict(batch, probabilities)
+                return await predictor.predict(batch, probabilities, ticket=ticket)
         except TimeoutError:
             if not deadline.expired():
                 raise
+            if not ticket.started:
+                raise ticket.expired_error() from None
             raise RequestTimeout(
-                f"the prediction took longer than the {timeout_s:g}s timeout; quote the request id"
+                f"the prediction took longer than its {admission.budget_s:g}s budget; quote the request id"
             ) from None
+        except asyncio.CancelledError:
+            if not admission.gone:
+                raise
+            task.uncancel()
+            raise ClientDisconnected("the client disconnected before its answer") from None
+        finally:
+            ticket.leave()
+            if watcher is not None:
+                watcher.cancel()

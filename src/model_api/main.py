@@ -61,7 +61,13 @@ def middleware_stack(settings: Settings, metrics: Metrics, keys: list[str]) -> l
                 CORSMiddleware,
                 allow_origins=origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "X-API-Key",
+                    "X-Request-ID",
+                    "X-Request-Timeout",
+                ],
                 expose_headers=["X-Request-ID"],
                 max_age=600,
             )

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from model_api.admission import Ticket
 from model_api.contract import Batch, InputSchema
 from model_api.errors import ModelLoadError, PredictionFailed
 from model_api.metrics import Metrics
@@ -81,10 +82,18 @@ class Predictor:
             raise PredictionFailed("the model returned a different number of rows than it was given")
         return Prediction(labels, None if proba is None else np.asarray(proba, dtype=np.float64))
 
-    async def predict(self, batch: Batch, probabilities: bool) -> Prediction:
-        """Run the model on a batch in a model thread, leaving the event loop free."""
+    async def predict(self, batch: Batch, probabilities: bool, *, ticket: Ticket | None = None) -> Prediction:
+        """Run the model on a batch in a model thread, leaving the event loop free. With a `ticket`,
+        a request whose deadline passed while it waited for a thread raises Expired uncomputed."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.predict_sync, batch, probabilities)
+        if ticket is None:
+            return await loop.run_in_executor(self._executor, self.predict_sync, batch, probabilities)
+        return await loop.run_in_executor(self._executor, self._predict_in_turn, ticket, batch, probabilities)
+
+    def _predict_in_turn(self, ticket: Ticket, batch: Batch, probabilities: bool) -> Prediction:
+        if not ticket.start():
+            raise ticket.expired_error()
+        return self.predict_sync(batch, probabilities)
 
     def warm(self) -> None:
         """One prediction on the model's input example, so the first request pays no first-call cost."""

@@ -4,12 +4,14 @@
 - The KServe protocol routes (/v1/, /v2/) answer {"error": "<message>"}, the shape KServe's and
   Triton's clients parse, with the statuses the Open Inference Protocol gives: 400 for a request
   the server cannot use, 404 for a model it does not serve, 503 while loading or draining; 401,
-  405, 413 and 5xx keep their meaning.
+  405, 413, 499 and 5xx keep their meaning.
+- An Overloaded refusal (503) carries `Retry-After: <seconds>` in every shape.
 
 Every answer records its error code in the request's scope state, where the access layer counts
 it in `errors_total` (guards' refusals included). One logging policy: a server-side failure (5xx)
-is logged with the request id and the cause's traceback, except 503 (loading, draining: expected)
-and 504 (logged as a warning, no traceback: the model was merely slow).
+is logged with the request id and the cause's traceback, except 503 (loading, draining, overloaded:
+expected, and counted in the metrics) and 504 (logged as a warning, no traceback: the model was
+merely slow, or the queue long).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from starlette.types import Scope
 
 from model_api.errors import (
     BadRequest,
+    ClientDisconnected,
     ErrorDetail,
     InvalidInput,
     MethodNotAllowed,
     ModelNotReady,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     RequestTimeout,
     ServingError,
@@ -44,7 +48,14 @@ PROTOCOL_PREFIXES = ("/v1/", "/v2/")
 MAX_MESSAGE_DETAILS = 5
 """How many faults (row and field) a protocol error message lists."""
 
-_KEEP_ON_PROTOCOLS = (Unauthorized, ModelNotReady, NotFound, PayloadTooLarge, MethodNotAllowed)
+_KEEP_ON_PROTOCOLS = (
+    Unauthorized,
+    ModelNotReady,
+    NotFound,
+    PayloadTooLarge,
+    MethodNotAllowed,
+    ClientDisconnected,
+)
 _HTTP_ERRORS: dict[int, type[ServingError]] = {
     400: BadRequest,
     404: NotFound,
@@ -105,7 +116,7 @@ def error_body(error: ServingError, request_id: str | None) -> dict[str, Any]:
 
 
 def _log(error: ServingError, request_id: str | None) -> None:
-    if error.status_code < 500 or isinstance(error, ModelNotReady):
+    if error.status_code < 500 or isinstance(error, (ModelNotReady, Overloaded)):
         return
     if isinstance(error, RequestTimeout):
         logger.warning("%s (request_id=%s)", error.message, request_id)
@@ -123,10 +134,11 @@ def error_response(error: ServingError, scope: Scope, status: int | None = None)
     scope.setdefault("state", {})["error_code"] = error.code
     rid = request_id_of(scope)
     _log(error, rid)
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
     if is_protocol_path(scope):
         code = status or status_of(error)
-        return JSONResponse({"error": message_of(error)}, status_code=code)
-    return JSONResponse(error_body(error, rid), status_code=status or error.status_code)
+        return JSONResponse({"error": message_of(error)}, status_code=code, headers=headers)
+    return JSONResponse(error_body(error, rid), status_code=status or error.status_code, headers=headers)
 
 
 def unexpected_error() -> ServingError:

@@ -62,7 +62,7 @@ V1_BODY = protocol_body(
 @router.post("/models/{name}:predict", responses=protocol_responses(*PREDICT_STATUSES), openapi_extra=V1_BODY)
 async def predict(name: str, request: Request, plane: DataPlaneDep) -> Response:
     """One prediction per instance, in order."""
-    with plane.admit(name) as admission:  # 503/404 before reading the body
+    with plane.admit(name, client=request) as admission:  # 503/404 before reading the body
         payload = await read_json(request, untyped_is_json=True)
         result = await plane.infer(admission, parse_v1(payload))
     return JSONResponse({"predictions": result.prediction.labels})

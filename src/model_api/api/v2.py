@@ -93,7 +93,7 @@ INFER_RESPONSES = protocol_responses(*PREDICT_STATUSES)
 @router.post("/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
 async def infer(name: str, request: Request, plane: DataPlaneDep, version: str | None = None) -> Response:
     """Predict: one input per feature column, or one 2-D input in signature order."""
-    with plane.admit(name, version) as admission:  # 503/404 before reading the body
+    with plane.admit(name, version, client=request) as admission:  # 503/404 before reading the body
         payload = await read_json(request, untyped_is_json=True)
         parsed = v2_codec.parse_infer(payload)
         result = await plane.infer(admission, parsed.inference)
