@@ -94,7 +94,7 @@ class Ticket:
 
     def expired_error(self) -> Expired:
         return Expired(
-            f"the request waited past its {self.budget_s:g}s budget before reaching the model; "
+            f"the request reached its {self.budget_s:g}s timeout while it waited for the model; "
             "it was not computed"
         )
 

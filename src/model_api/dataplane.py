@@ -203,11 +203,20 @@ class DataPlane:
         predictor = self.lookup(name, version)
         timeout_s = self.settings.request_timeout_s
         budget = budget_s(client.headers.get(TIMEOUT_HEADER), timeout_s) if client is not None else timeout_s
-        bound = self.settings.max_in_flight
-        if bound and self.in_flight >= bound:
-            self.metrics.shed.labels("overloaded").inc()
-            raise Overloaded(f"this worker is at its limit of {bound} requests in flight; retry shortly")
+        if self.full():
+            raise self.refuse()
         return Admission(self, predictor, version, budget, client.receive if client is not None else None)
+
+    def full(self) -> bool:
+        """Whether the worker holds `max_in_flight` prediction requests (0: never full)."""
+        bound = self.settings.max_in_flight
+        return bool(bound) and self.in_flight >= bound
+
+    def refuse(self) -> Overloaded:
+        """The refusal of a request past the bound, counted in `requests_shed_total{reason="overloaded"}`."""
+        self.metrics.shed.labels("overloaded").inc()
+        bound = self.settings.max_in_flight
+        return Overloaded(f"this worker is at its limit of {bound} requests in flight; retry shortly")
 
     async def infer(self, admission: Admission, request: InferenceRequest) -> InferenceResult:
         """Validate the request's rows against the served model's contract and predict them within
@@ -264,7 +273,7 @@ class DataPlane:
             if not ticket.started:
                 raise ticket.expired_error() from None
             raise RequestTimeout(
-                f"the prediction took longer than its {admission.budget_s:g}s budget; quote the request id"
+                f"the prediction took longer than its {admission.budget_s:g}s timeout; quote the request id"
             ) from None
         except asyncio.CancelledError:
             if not admission.gone:

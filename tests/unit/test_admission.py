@@ -8,10 +8,12 @@ import time
 import pytest
 
 from model_api.admission import Ticket, budget_s
-from model_api.errors import BadRequest, Expired
+from model_api.dataplane import DataPlane
+from model_api.errors import BadRequest, Expired, InvalidInput, Overloaded
 from model_api.metrics import Metrics
 from model_api.predictor import Predictor
 from model_api.registry import LoadedModel
+from model_api.settings import Settings
 from model_api.signature import build_input_schema
 from tests.unit.test_batching import Recording, batcher, parse, rows
 
@@ -53,7 +55,7 @@ def test_a_ticket_past_its_deadline_does_not_start() -> None:
     ticket = Ticket(time.monotonic() - 1, 0.5, metrics.queue_depth)
     assert not ticket.start() and not ticket.started
     assert gauge(metrics, "queue_depth") == 0
-    assert "0.5s budget" in ticket.expired_error().message
+    assert "0.5s timeout" in ticket.expired_error().message
 
 
 def test_the_batcher_drops_an_expired_request_when_it_forms_a_batch(
@@ -115,3 +117,25 @@ def test_a_plain_predictor_drops_an_expired_request_before_the_model(
         predictor.close()
     assert model.calls == [3] and len(answer.labels) == 3
     assert live.started and not late.started
+
+
+def test_the_data_plane_admits_up_to_its_bound(champion: LoadedModel) -> None:
+    """admit() enforces the bound itself (the middleware only answers sooner), and frees a place
+    whatever way a request leaves."""
+    metrics = Metrics()
+    plane = DataPlane(Settings(max_in_flight=2), metrics)
+    schema = build_input_schema(champion.model, champion.signature, champion.input_example)
+    plane.serve(Predictor(champion, schema, threads=1, metrics=metrics))
+    try:
+        with plane.admit(), plane.admit():
+            assert plane.full() and gauge(metrics, "requests_in_flight") == 2
+            with pytest.raises(Overloaded) as refused:
+                plane.admit()
+        assert refused.value.retry_after_s == 1 and refused.value.status_code == 503
+        with pytest.raises(InvalidInput), plane.admit():
+            raise InvalidInput("a bad body")
+        assert not plane.full() and plane.in_flight == 0
+        assert gauge(metrics, "requests_in_flight") == 0
+        assert metrics.registry.get_sample_value("requests_shed_total", {"reason": "overloaded"}) == 1
+    finally:
+        plane.served().close()
