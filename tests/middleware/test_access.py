@@ -46,14 +46,24 @@ def test_guard_refusals_are_counted_like_any_answer(registry: Registry) -> None:
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         answers = [
             client.post("/predict", json={"instances": [{}]}),
-            client.post("/predict", content=b"{" + b" " * 5000 + b"}", headers={**key, "content-type": "application/json"}),
+            client.post(
+                "/predict",
+                content=b"{" + b" " * 5000 + b"}",
+                headers={**key, "content-type": "application/json"},
+            ),
             client.post("/predict", content=b"{}", headers={**key, "content-type": "text/plain"}),
         ]
         assert [a.status_code for a in answers] == [401, 413, 415]
         text = client.get("/metrics").text
-    for status, code in [("401", "unauthorized"), ("413", "payload_too_large"), ("415", "unsupported_media_type")]:
+    for status, code in [
+        ("401", "unauthorized"),
+        ("413", "payload_too_large"),
+        ("415", "unsupported_media_type"),
+    ]:
         assert metric_value(text, "errors_total", code=code) == 1.0, code
-        assert metric_value(text, "http_requests_total", handler="/predict", method="POST", status=status) == 1.0
+        assert (
+            metric_value(text, "http_requests_total", handler="/predict", method="POST", status=status) == 1.0
+        )
 
 
 def test_protocol_errors_are_counted_by_code(client: TestClient) -> None:
