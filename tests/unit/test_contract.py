@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from model_api.api.openapi import feature_schema, predict_examples, predict_schemas
+from model_api.api.openapi import feature_schema
 from model_api.api.predict import parse_predict
 from model_api.contract import Batch, InputSchema, Kind
 from model_api.errors import InvalidInput, TooManyRows
@@ -183,16 +183,6 @@ def test_batches_concatenate_in_order(schema: InputSchema) -> None:
     b = schema.parse_records([row(schema, age=30), row(schema, age=40)], 10)
     merged = Batch.concat([a, b])
     assert merged.n_rows == 3 and merged.columns["age"] == [20, 30, 40]
-
-
-def test_openapi_schema_lists_features_types_and_categories(schema: InputSchema) -> None:
-    components = predict_schemas(schema, max_rows=50)
-    instance = components["Instance"]
-    assert instance["required"] == list(schema.names)
-    assert instance["properties"]["contract"]["enum"] == ["month-to-month", "one-year", "two-year"]
-    assert instance["properties"]["tenure_months"]["type"] == "integer"
-    assert components["PredictRequest"]["properties"]["instances"]["maxItems"] == 50
-    assert predict_examples(schema)["instances"]["value"]["instances"][0] == schema.example[0]
 
 
 def fit_small(handle_unknown: str) -> tuple[Any, Any, pd.DataFrame]:
