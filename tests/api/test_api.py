@@ -196,7 +196,7 @@ def test_body_over_the_limit_is_refused_by_length(registry: Any) -> None:
 
 def test_chunked_body_over_the_limit_is_refused(registry: Any) -> None:
     # How much of the body is read before the refusal is checked at the ASGI level in
-    # tests/api/test_guards.py; the test client here sends the whole body first.
+    # tests/middleware/test_body_limit.py; the test client here sends the whole body first.
     settings = Settings(tracking_uri=registry.tracking_uri, max_body_bytes=4096)
 
     def chunks() -> Iterator[bytes]:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from model_api.api.predict import parse_predict
-from model_api.contract import Batch, InputSchema
+from model_api.contract import Batch, Feature, InputSchema, Kind
 from model_api.errors import InvalidInput, TooManyRows
 from model_api.registry import LoadedModel
 from model_api.signature import build_input_schema
@@ -178,22 +178,47 @@ def test_a_plain_unknown_name_is_named(schema: InputSchema) -> None:
     assert details(err) == [{"row": 0, "field": "favourite_colour", "message": "unknown feature"}]
 
 
-def with_columns(frame: pd.DataFrame) -> InputSchema:
-    from mlflow.models import infer_signature
-
-    from model_api.signature import build_input_schema as build
-
-    return build(object(), infer_signature(frame), None)
+# -- which new contracts still accept what clients of the old one send (reloads) ---------------------
 
 
-def test_what_breaks_the_clients_of_an_older_contract() -> None:
-    old = with_columns(pd.DataFrame({"a": [1, 2], "b": [1.0, None], "c": ["x", "y"]}))
-    assert old.breaks_clients_of(old) == []
-    widened = with_columns(pd.DataFrame({"a": [1.0, 2.0], "b": [1.0, None], "c": ["x", "y"]}))
-    assert widened.breaks_clients_of(old) == [], "an integer column may become a float"
-    dropped = with_columns(pd.DataFrame({"a": [1, 2], "c": ["x", "y"]}))
-    assert dropped.breaks_clients_of(old) == ["the columns changed from (a, b, c) to (a, c)"]
-    required = with_columns(pd.DataFrame({"a": [1, 2], "b": [1.0, 2.0], "c": ["x", "y"]}))
-    assert required.breaks_clients_of(old) == ["b: became required"]
-    narrowed = with_columns(pd.DataFrame({"a": [1, 2], "b": [1.0, None], "c": [1, 2]}))
-    assert narrowed.breaks_clients_of(old) == ["c: type string became long"]
+def contract_of(*features: Feature) -> InputSchema:
+    return InputSchema(tuple(features))
+
+
+OLD = contract_of(
+    Feature("tenure", Kind.LONG),
+    Feature("plan", Kind.STRING, categories=("a", "b"), accepts_unknown=False),
+    Feature("note", Kind.STRING, required=False),
+)
+
+
+def test_same_contract_is_compatible() -> None:
+    assert OLD.breaks_clients_of(OLD) == []
+
+
+def test_widening_an_integer_to_a_float_is_compatible() -> None:
+    new = contract_of(Feature("tenure", Kind.DOUBLE), *OLD.features[1:])
+    assert new.breaks_clients_of(OLD) == []
+
+
+def test_more_categories_are_compatible_fewer_are_not() -> None:
+    more = contract_of(
+        OLD.features[0],
+        Feature("plan", Kind.STRING, categories=("a", "b", "c"), accepts_unknown=False),
+        OLD.features[2],
+    )
+    fewer = contract_of(
+        OLD.features[0],
+        Feature("plan", Kind.STRING, categories=("a",), accepts_unknown=False),
+        OLD.features[2],
+    )
+    assert more.breaks_clients_of(OLD) == []
+    assert fewer.breaks_clients_of(OLD) == ["plan: no longer knows 1 category(ies)"]
+
+
+def test_breaking_changes_are_named() -> None:
+    renamed = contract_of(Feature("months", Kind.LONG), *OLD.features[1:])
+    assert "columns changed" in renamed.breaks_clients_of(OLD)[0]
+    narrowed = contract_of(Feature("tenure", Kind.STRING), OLD.features[1], Feature("note", Kind.STRING))
+    problems = narrowed.breaks_clients_of(OLD)
+    assert problems == ["tenure: type long became string", "note: became required"]
