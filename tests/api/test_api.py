@@ -160,7 +160,7 @@ def test_overflowing_number_is_not_finite(client: TestClient) -> None:
     row = records(client)[0]
     text = json.dumps({"instances": [row]}).replace(str(row["monthly_charges"]), "1e999")
     response = client.post("/predict", content=text, headers={"content-type": "application/json"})
-    assert response.status_code in (400, 422) and "error" in response.json()
+    assert_error(response, 400, "malformed_json")  # the parser reads 1e999 as infinity and refuses it
 
 
 def test_unknown_category_is_refused_with_the_known_ones(client: TestClient) -> None:
