@@ -1,0 +1,218 @@
+"""The reference: what MLflow's own pyfunc model answers to one `/invocations` body, in process.
+
+`build_body(entry, form)` writes a zoo entry's request in one of MLflow's scoring forms:
+`dataframe_split`, `dataframe_records`, `instances`, `inputs` (JSON, with `params` when the entry
+has them), `csv` (text/csv) or `parquet` (application/vnd.apache.parquet; neither carries params).
+
+`reference_answer(model, body)` parses the body with MLflow's scoring-server functions
+(`mlflow.pyfunc.scoring_server`: `_decode_json_input`, `_split_data_and_params`,
+`infer_and_parse_data`, `parse_csv_input`, `parse_parquet_input`), calls
+`model.predict(data, params=params)` as the scoring server does (in its serving environment), and
+renders `{"predictions": ...}` with `predictions_to_json`. An `MlflowException` becomes MLflow's
+error answer (its HTTP status and `{"error_code", "message", ...}`), as `mlflow models serve`
+sends it. Answers are parsed JSON (MLflow writes NaN as the bare token `NaN`); `json_diff`
+compares them with exact float equality, NaN equal to NaN, and int distinct from float.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tests.conformance.zoo import Entry
+
+FORMS = ("dataframe_split", "dataframe_records", "instances", "inputs", "csv", "parquet")
+JSON_TYPE = "application/json"
+CSV_TYPE = "text/csv"
+PARQUET_TYPE = "application/vnd.apache.parquet"
+
+# Where MLflow's own answer is not what the trainer meant, or MLflow refuses a valid input:
+# (entry name, form or "*") -> one sentence. Filled from what the suite observed (MLflow 3.17.2).
+KNOWN_MLFLOW_DIFFERENCES: dict[tuple[str, str], str] = {}
+
+
+@dataclass(frozen=True)
+class Body:
+    """One `/invocations` request body: its form, bytes and content type."""
+
+    form: str
+    content: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer: status and parsed JSON body (None when the body is not JSON)."""
+
+    status: int
+    body: Any
+
+
+def size(entry: Entry) -> int:
+    """How many rows (or tensor rows) the entry's request holds."""
+    if entry.rows is not None:
+        return len(entry.rows)
+    tensor = entry.tensor
+    return len(next(iter(tensor.values())) if isinstance(tensor, dict) else tensor)
+
+
+def pick(entry: Entry, indices: list[int]) -> Entry:
+    """The entry with only the rows (or tensor rows) at `indices`."""
+    import dataclasses
+
+    if entry.rows is not None:
+        return dataclasses.replace(entry, rows=[entry.rows[i] for i in indices])
+    tensor = entry.tensor
+    if isinstance(tensor, dict):
+        return dataclasses.replace(entry, tensor={k: [v[i] for i in indices] for k, v in tensor.items()})
+    return dataclasses.replace(entry, tensor=[tensor[i] for i in indices])
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def build_body(entry: Entry, form: str, *, params: dict[str, Any] | None = None, bad: bool = False) -> Body:
+    """The entry's request (or its `bad_rows` when `bad`) in `form`; `params` default to the entry's."""
+    params = entry.params if params is None else params
+    rows = entry.bad_rows if bad else entry.rows
+    if form == "csv":
+        return Body(form, entry.frame(rows).to_csv(index=False).encode(), CSV_TYPE)
+    if form == "parquet":
+        buffer = io.BytesIO()
+        entry.frame(rows).to_parquet(buffer)
+        return Body(form, buffer.getvalue(), PARQUET_TYPE)
+    payload: dict[str, Any]
+    if rows is not None:
+        columns = _columns(rows)
+        if form == "dataframe_split":
+            payload = {form: {"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]}}
+        elif form in ("dataframe_records", "instances") or entry.signature == "type-hint":
+            payload = {form: rows}
+        elif form == "inputs":
+            payload = {form: {c: [row.get(c) for row in rows] for c in columns}}
+        else:
+            raise ValueError(f"unknown form {form!r}")
+    else:
+        tensor = entry.tensor
+        if form == "instances" and isinstance(tensor, dict):
+            n = size(entry)
+            payload = {form: [{k: v[i] for k, v in tensor.items()} for i in range(n)]}
+        elif form in ("instances", "inputs"):
+            payload = {form: tensor}
+        elif form == "dataframe_split":
+            payload = {form: {"data": tensor}}
+        elif form == "dataframe_records":
+            payload = {form: [dict(enumerate(row)) for row in tensor]}
+        else:
+            raise ValueError(f"unknown form {form!r} for a tensor entry")
+    if params:
+        payload["params"] = params
+    return Body(form, json.dumps(payload).encode(), JSON_TYPE)
+
+
+@functools.lru_cache(maxsize=64)
+def _load(tracking_uri: str, uri: str) -> Any:
+    import mlflow.pyfunc
+
+    from model_api.registry import mlflow_uris
+
+    with mlflow_uris(tracking_uri):
+        return mlflow.pyfunc.load_model(uri)
+
+
+def load_reference_model(entry: Entry) -> Any:
+    """MLflow's pyfunc model for the entry (loaded once per process)."""
+    return _load(entry.tracking_uri, entry.uri)
+
+
+def parse_body(model: Any, body: Body) -> tuple[Any, dict[str, Any] | None]:
+    """The data and params MLflow's scoring server hands to `model.predict` for `body`."""
+    from mlflow.pyfunc import scoring_server as ss
+
+    schema = model.metadata.get_input_schema()
+    if body.content_type == CSV_TYPE:
+        return ss.parse_csv_input(io.StringIO(body.content.decode("utf-8")), schema=schema), None
+    if body.content_type == PARQUET_TYPE:
+        return ss.parse_parquet_input(io.BytesIO(body.content)), None
+    decoded = ss._decode_json_input(body.content)
+    data, params = ss._split_data_and_params(decoded)
+    if model.metadata._is_signature_from_type_hint():
+        # MLflow hands a type-hinted model the raw `inputs` value and lets the hints validate it.
+        if ss.INPUTS not in data:
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException.invalid_parameter_value(
+                "Request payload must be a dictionary with 'inputs' key when the model contains a "
+                f"valid type hint. Found keys in payload: {data.keys()}."
+            )
+        return data[ss.INPUTS], params
+    return ss.infer_and_parse_data(data, schema), params
+
+
+def render(raw: Any) -> Any:
+    """Predictions as MLflow's scoring server writes them, parsed back from its JSON text."""
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    out = io.StringIO()
+    predictions_to_json(raw, out)
+    return json.loads(out.getvalue())
+
+
+def reference_answer(model: Any, body: Body) -> Answer:
+    """What `mlflow models serve` answers to `body` for `model`, computed in this process."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST
+    from mlflow.pyfunc.utils.environment import _simulate_serving_environment
+
+    with _simulate_serving_environment():
+        try:
+            data, params = parse_body(model, body)
+            try:
+                raw = model.predict(data, params=params)
+            except MlflowException:
+                raise
+            except Exception as exc:  # the scoring server wraps any other model error the same way
+                raise MlflowException(
+                    "Encountered an unexpected error while evaluating the model. Verify that the "
+                    "serialized input Dataframe is compatible with the model for inference.",
+                    error_code=BAD_REQUEST,
+                ) from exc
+            return Answer(200, render(raw))
+        except MlflowException as exc:
+            return Answer(exc.get_http_status_code(), json.loads(exc.serialize_as_json()))
+
+
+def json_diff(left: Any, right: Any, path: str = "$") -> str | None:
+    """Where two parsed JSON values differ (a JSON path and both values), or None when they are equal.
+
+    Floats compare exactly, NaN equals NaN, an int never equals a float, key order is ignored.
+    """
+    if isinstance(left, bool) or isinstance(right, bool):
+        same = type(left) is type(right) and left == right
+    elif isinstance(left, float) and isinstance(right, float):
+        same = left == right or (math.isnan(left) and math.isnan(right))
+    elif isinstance(left, dict) and isinstance(right, dict):
+        if left.keys() != right.keys():
+            return f"{path}: keys {sorted(left)} != {sorted(right)}"
+        for key in left:
+            if found := json_diff(left[key], right[key], f"{path}.{key}"):
+                return found
+        return None
+    elif isinstance(left, list) and isinstance(right, list):
+        if len(left) != len(right):
+            return f"{path}: length {len(left)} != {len(right)}"
+        for i, (a, b) in enumerate(zip(left, right)):
+            if found := json_diff(a, b, f"{path}[{i}]"):
+                return found
+        return None
+    else:
+        same = type(left) is type(right) and left == right
+    return None if same else f"{path}: {left!r} != {right!r}"
