@@ -61,8 +61,11 @@ class ArrayObjectModel(PythonModel):
     """An Array(long) column `xs` and an Object column `pt` {x: double, tag: string}."""
 
     def predict(self, context, model_input, params=None):
-        sums = [float(sum(xs)) + float(pt["x"]) for xs, pt in zip(model_input["xs"], model_input["pt"])]
-        tags = [f"{pt['tag']}:{len(xs)}" for xs, pt in zip(model_input["xs"], model_input["pt"])]
+        sums = [
+            float(sum(xs)) + float(pt["x"])
+            for xs, pt in zip(model_input["xs"], model_input["pt"], strict=True)
+        ]
+        tags = [f"{pt['tag']}:{len(xs)}" for xs, pt in zip(model_input["xs"], model_input["pt"], strict=True)]
         return pd.DataFrame({"total": sums, "tag": tags})
 
 
@@ -128,14 +131,14 @@ class StringOutputModel(PythonModel):
     """Columns x, word in; a numpy array of strings."""
 
     def predict(self, context, model_input, params=None):
-        return np.array([f"{w}-{x:.3f}" for x, w in zip(model_input["x"], model_input["word"])])
+        return np.array([f"{w}-{x:.3f}" for x, w in zip(model_input["x"], model_input["word"], strict=True)])
 
 
 class ListOutputModel(PythonModel):
     """Columns x, y in; a plain Python list of floats."""
 
     def predict(self, context, model_input, params=None):
-        return [float(x) * 3 - float(y) for x, y in zip(model_input["x"], model_input["y"])]
+        return [float(x) * 3 - float(y) for x, y in zip(model_input["x"], model_input["y"], strict=True)]
 
 
 class ParamsModel(PythonModel):

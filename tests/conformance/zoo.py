@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,9 @@ class Context:
         module = importlib.import_module(f"mlflow.{flavor}")
         kwargs.setdefault("pip_requirements", PIP)
         with mlflow.start_run(run_name=name):
+            with warnings.catch_warnings():
+            # The untyped PythonModels are untyped on purpose (MLflow suggests type hints for them).
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
             module.log_model(model, name="model", registered_model_name=name, **kwargs)
         if alias is None:
             return f"models:/{name}/1"
@@ -627,9 +631,8 @@ if __name__ == "__main__":  # python -m tests.conformance.zoo /tmp/zoo: build it
     started = time.monotonic()
     zoo = build_zoo(Path(sys.argv[1]))
     for entry in zoo.entries.values():
-        print(
-            f"{entry.name:20} {entry.signature:10} {entry.row_independent!s:6} {entry.has_proba!s:6} {entry.uri}"
-        )
+        flags = f"{entry.row_independent!s:6} {entry.has_proba!s:6}"
+        print(f"{entry.name:20} {entry.signature:10} {flags} {entry.uri}")
     for name, why in zoo.failures.items():
         print(f"FAILED {name}: {why}")
     print(f"{len(zoo.entries)} entries in {time.monotonic() - started:.1f}s")
