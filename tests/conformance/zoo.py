@@ -80,8 +80,7 @@ class Context:
 
         module = importlib.import_module(f"mlflow.{flavor}")
         kwargs.setdefault("pip_requirements", PIP)
-        with mlflow.start_run(run_name=name):
-            with warnings.catch_warnings():
+        with mlflow.start_run(run_name=name), warnings.catch_warnings():
             # The untyped PythonModels are untyped on purpose (MLflow suggests type hints for them).
             warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
             module.log_model(model, name="model", registered_model_name=name, **kwargs)
