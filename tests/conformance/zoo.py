@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import sys
 import textwrap
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+# MLflow warns, once per untyped PythonModel class and past any warnings filter (its own
+# decorator resets them), that it has no type hints: those models are untyped on purpose.
+from tests.conformance import pymodels
 
 JSON_FORMS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 TABLE_FORMS = (*JSON_FORMS, "csv", "parquet")
@@ -80,9 +83,7 @@ class Context:
 
         module = importlib.import_module(f"mlflow.{flavor}")
         kwargs.setdefault("pip_requirements", PIP)
-        with mlflow.start_run(run_name=name), warnings.catch_warnings():
-            # The untyped PythonModels are untyped on purpose (MLflow suggests type hints for them).
-            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+        with mlflow.start_run(run_name=name):
             module.log_model(model, name="model", registered_model_name=name, **kwargs)
         if alias is None:
             return f"models:/{name}/1"
@@ -300,8 +301,6 @@ def lgbm_category(ctx: Context, name: str) -> Entry:
 
 def _pyfunc(ctx: Context, name: str, model: Any, **kwargs: Any) -> str:
     import cloudpickle
-
-    from tests.conformance import pymodels
 
     cloudpickle.register_pickle_by_value(pymodels)
     try:
