@@ -96,6 +96,11 @@ def test_entry_loads_and_predicts_its_rows(entry: Entry) -> None:
     }
     if entry.name != "lgbm-category":  # MLflow logs it without a signature (KNOWN_MLFLOW_DIFFERENCES)
         assert declared[entry.signature], f"{entry.name}: signature is {meta.signature}"
+    try:
+        raw = model.get_raw_model()
+    except NotImplementedError:  # a custom PythonModel
+        raw = model.unwrap_python_model()
+    assert hasattr(raw, "predict_proba") is entry.has_proba, type(raw)
     forms = good_forms(entry) or list(entry.forms)
     got = answer(entry, forms[0])
     if entry.name == "py-optional-long":
