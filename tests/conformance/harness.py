@@ -45,6 +45,8 @@ class RouteCheck:
     served: Answer
     known: str | None
     """The KNOWN_MLFLOW_DIFFERENCES sentence when MLflow is listed as wrong here (nothing asserted)."""
+    non_finite_as_null: bool = False
+    """Accept null where MLflow writes NaN or Infinity (a strict JSON writer cannot write those)."""
 
     def mismatch(self) -> str | None:
         """How our answer breaks the rule, or None (always None for a known difference)."""
@@ -54,7 +56,7 @@ class RouteCheck:
         if self.expected.status == 200:
             if self.served.status != 200:
                 return f"{where}: we answer {self.served.status} ({_short(self.served.body)}), MLflow 200"
-            diff = json_diff(self.served.body, self.expected.body)
+            diff = json_diff(self.served.body, self.expected.body, non_finite_as_null=self.non_finite_as_null)
             return f"{where}: {diff}" if diff else None
         if not 400 <= self.served.status < 500:
             return f"{where}: MLflow refuses it ({self.expected.status}), we answer {self.served.status}"
@@ -89,6 +91,7 @@ def check_route(
     headers: Mapping[str, str] | None = None,
     client: httpx.Client | None = None,
     timeout: httpx.Timeout = TIMEOUT,
+    non_finite_as_null: bool = False,
 ) -> RouteCheck:
     """POST the entry's request in `form` to `base_url + path`; assert it answers as MLflow does.
 
@@ -110,14 +113,20 @@ def check_route(
     else:
         served = _post(client, url, body, headers or {})
     label = form if rows is None else f"{form} rows {rows}"
-    check = RouteCheck(entry.name, label + (" bad" if bad else ""), body, expected, served, known)
+    label += " bad" if bad else ""
+    check = RouteCheck(entry.name, label, body, expected, served, known, non_finite_as_null)
     if problem := check.mismatch():
         raise AssertionError(problem)
     return check
 
 
 def check_entry(
-    base_url: str, entry: Entry, *, headers: Mapping[str, str] | None = None, timeout: httpx.Timeout = TIMEOUT
+    base_url: str,
+    entry: Entry,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: httpx.Timeout = TIMEOUT,
+    non_finite_as_null: bool = False,
 ) -> list[str]:
     """Every form of the entry's request, each row alone, its bad rows and its params variants;
     returns the mismatches (an empty list when our server answers as MLflow throughout)."""
@@ -131,7 +140,14 @@ def check_entry(
             requests += [{"form": entry.forms[0], "params": {}}]
         for request in requests:
             try:
-                check_route(base_url, entry, headers=headers, client=client, **request)
+                check_route(
+                    base_url,
+                    entry,
+                    headers=headers,
+                    client=client,
+                    non_finite_as_null=non_finite_as_null,
+                    **request,
+                )
             except AssertionError as exc:
                 problems.append(str(exc))
     return problems

@@ -117,6 +117,15 @@ class FrameOutputModel(PythonModel):
         )
 
 
+class NanOutputModel(PythonModel):
+    """Column x in; per row [sqrt(x) (NaN when x < 0), 1 / x (+-inf at 0)]: non-finite outputs."""
+
+    def predict(self, context, model_input, params=None):
+        x = model_input["x"].to_numpy(dtype="float64")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.stack([np.sqrt(x), 1.0 / x], axis=1)
+
+
 class DictOutputModel(PythonModel):
     """Columns x, y in; a dict of lists {'sum': [...], 'max': [...]}."""
 

@@ -38,7 +38,7 @@ from tests.support import answers_ok, free_port, wait_until
 pytestmark = pytest.mark.integration
 
 # Different kinds: a ColumnTransformer pipeline with null quirks, predict_proba, no signature,
-# LightGBM on a category, every column type, tensors, DataFrame output, params, type hints, a model
+# LightGBM on a category, every column type, tensors, DataFrame and NaN outputs, params, type hints, a model
 # from code, a model that raises.
 SERVED = [
     "sk-optional-string",
@@ -49,6 +49,7 @@ SERVED = [
     "py-tensor-3d",
     "py-named-tensors",
     "py-frame-output",
+    "py-nan-output",
     "py-params",
     "py-pydantic-hint",
     "py-from-code",

@@ -270,3 +270,20 @@ def test_json_diff_is_exact() -> None:
     assert json_diff([0.1 + 0.2], [0.3]) is not None
     assert json_diff({"a": 1}, {"b": 1}) is not None
     assert json_diff(pd.Series([1.5]).tolist(), [1.5]) is None
+    assert json_diff([None, None], [float("nan"), float("-inf")]) is not None
+    assert json_diff([None, None], [float("nan"), float("-inf")], non_finite_as_null=True) is None
+    assert json_diff([None], [1.0], non_finite_as_null=True) is not None
+
+
+def test_non_finite_outputs_are_bare_json_tokens(zoo: Zoo) -> None:
+    """MLflow writes NaN and Infinity as the bare (non-standard) JSON tokens, not as null."""
+    got = answer(zoo.entries["py-nan-output"], "dataframe_split")
+    assert got.status == 200
+    assert json_diff(got.body, {"predictions": [[2.0, 0.25], [np.nan, -1.0], [0.0, np.inf]]}) is None
+    import io
+
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    out = io.StringIO()
+    predictions_to_json(np.array([np.nan, np.inf]), out)
+    assert out.getvalue() == '{"predictions": [NaN, Infinity]}'

@@ -449,6 +449,13 @@ def py_list_output(ctx: Context, name: str) -> Entry:
     return _xy_entry(ctx, name, ListOutputModel())
 
 
+def py_nan_output(ctx: Context, name: str) -> Entry:
+    from tests.conformance.pymodels import NanOutputModel
+
+    uri = _pyfunc(ctx, name, NanOutputModel(), input_example=pd.DataFrame({"x": [1.0, 4.0]}))
+    return Entry(name, "", "columns", uri, rows=[{"x": 4.0}, {"x": -1.0}, {"x": 0.0}])
+
+
 def py_string_output(ctx: Context, name: str) -> Entry:
     from tests.conformance.pymodels import StringOutputModel
 
@@ -570,6 +577,7 @@ SPECS: list[Spec] = [
     Spec("py-int-tensor", "pyfunc: int32 tensor (-1, 3)", py_int_tensor),
     Spec("py-frame-output", "pyfunc returning a DataFrame with named columns", py_frame_output),
     Spec("py-dict-output", "pyfunc returning a dict of lists", py_dict_output),
+    Spec("py-nan-output", "pyfunc returning NaN and +-Infinity", py_nan_output),
     Spec("py-string-output", "pyfunc returning strings", py_string_output),
     Spec("py-list-output", "pyfunc returning a Python list", py_list_output),
     Spec("py-params", "pyfunc with a ParamSchema (double, long, string, boolean, list of double)", py_params),
