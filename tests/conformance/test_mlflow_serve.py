@@ -37,17 +37,15 @@ from tests.support import answers_ok, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
-# Different kinds: a ColumnTransformer pipeline with null quirks, predict_proba, no signature,
-# LightGBM on a category, every column type, tensors, DataFrame and NaN outputs, params, type hints, a model
-# from code, a model that raises.
+# Different kinds: a ColumnTransformer pipeline with null quirks, one without a signature,
+# LightGBM on a category, every column type, a 3-D tensor, DataFrame and NaN outputs, params,
+# type hints, a model from code, a model that raises (11 servers, ~8 s each on an idle machine).
 SERVED = [
     "sk-optional-string",
-    "sk-predict-proba",
     "sk-pipeline-nosig",
     "lgbm-category",
     "py-every-type",
     "py-tensor-3d",
-    "py-named-tensors",
     "py-frame-output",
     "py-nan-output",
     "py-params",
