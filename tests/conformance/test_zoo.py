@@ -94,8 +94,7 @@ def test_entry_loads_and_predicts_its_rows(entry: Entry) -> None:
         "tensors": meta.signature is not None and meta.get_input_schema().has_input_names(),
         "columns": meta.signature is not None and not meta.get_input_schema().is_tensor_spec(),
     }
-    if entry.name != "lgbm-category":  # MLflow logs it without a signature (KNOWN_MLFLOW_DIFFERENCES)
-        assert declared[entry.signature], f"{entry.name}: signature is {meta.signature}"
+    assert declared[entry.signature], f"{entry.name}: signature is {meta.signature}"
     try:
         raw = model.get_raw_model()
     except NotImplementedError:  # a custom PythonModel
