@@ -6,23 +6,25 @@
 The rule (issue 12): for a body MLflow's pyfunc model answers with 200, our answer is a 200 with
 the same JSON (exact floats, NaN as NaN, int distinct from float); for a body MLflow refuses, ours
 is a 4xx with MLflow's error keys (`error_code`, `message`). Where MLflow is listed as wrong
-(`KNOWN_MLFLOW_DIFFERENCES`), nothing is asserted: the caller checks the trainer's intent and
-gets both answers and the sentence in the RouteCheck.
+(`KNOWN_MLFLOW_DIFFERENCES`), our answer must be what the trainer meant
+(`reference.intended_answer`), or, with `known="skip"`, nothing is asserted and the caller gets
+both answers and the sentence in the RouteCheck.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from tests.conformance.reference import (
-    KNOWN_MLFLOW_DIFFERENCES,
     Answer,
     Body,
     build_body,
+    intended_answer,
+    is_known,
     json_diff,
     load_reference_model,
     pick,
@@ -44,22 +46,29 @@ class RouteCheck:
     expected: Answer
     served: Answer
     known: str | None
-    """The KNOWN_MLFLOW_DIFFERENCES sentence when MLflow is listed as wrong here (nothing asserted)."""
+    """The KNOWN_MLFLOW_DIFFERENCES sentence when MLflow is listed as wrong here."""
+    intended: Answer | None
+    """What the trainer meant, checked instead of `expected` where MLflow is listed as wrong."""
     non_finite_as_null: bool = False
     """Accept null where MLflow writes NaN or Infinity (a strict JSON writer cannot write those)."""
 
     def mismatch(self) -> str | None:
-        """How our answer breaks the rule, or None (always None for a known difference)."""
+        """How our answer breaks the rule, or None (always None for a skipped known difference)."""
+        expected = self.expected
         if self.known is not None:
-            return None
-        where = f"{self.entry}/{self.form}"
-        if self.expected.status == 200:
+            if self.intended is None:
+                return None
+            expected = self.intended
+        where = f"{self.entry}/{self.form}" + (
+            " (MLflow is wrong here: the trainer's intent)" if self.known else ""
+        )
+        if expected.status == 200:
             if self.served.status != 200:
                 return f"{where}: we answer {self.served.status} ({_short(self.served.body)}), MLflow 200"
-            diff = json_diff(self.served.body, self.expected.body, non_finite_as_null=self.non_finite_as_null)
+            diff = json_diff(self.served.body, expected.body, non_finite_as_null=self.non_finite_as_null)
             return f"{where}: {diff}" if diff else None
         if not 400 <= self.served.status < 500:
-            return f"{where}: MLflow refuses it ({self.expected.status}), we answer {self.served.status}"
+            return f"{where}: MLflow refuses it ({expected.status}), we answer {self.served.status}"
         body = self.served.body
         if not (isinstance(body, dict) and {"error_code", "message"} <= body.keys()):
             return f"{where}: our {self.served.status} lacks MLflow's error keys: {_short(body)}"
@@ -92,20 +101,21 @@ def check_route(
     client: httpx.Client | None = None,
     timeout: httpx.Timeout = TIMEOUT,
     non_finite_as_null: bool = False,
+    known: Literal["intent", "skip"] = "intent",
 ) -> RouteCheck:
     """POST the entry's request in `form` to `base_url + path`; assert it answers as MLflow does.
 
     `rows` sends only those rows (or tensor rows); `params` replaces the entry's params (`{}`
     sends none); `bad` sends the entry's `bad_rows`. A single row sent alone is checked against
-    the pseudo-form "rows alone" of KNOWN_MLFLOW_DIFFERENCES too. Raises AssertionError with the
-    first difference; returns the RouteCheck either way it passes.
+    the pseudo-form "rows alone" of KNOWN_MLFLOW_DIFFERENCES too. Where MLflow is listed as wrong,
+    `known="intent"` checks the trainer's intent and `known="skip"` checks nothing. Raises
+    AssertionError with the first difference; returns the RouteCheck when it passes.
     """
     sent = pick(entry, rows) if rows is not None else entry
     body = build_body(sent, form, params=params, bad=bad)
     expected = reference_answer(load_reference_model(entry), body)
-    known = KNOWN_MLFLOW_DIFFERENCES.get((entry.name, form))
-    if known is None and rows is not None and len(rows) == 1:
-        known = KNOWN_MLFLOW_DIFFERENCES.get((entry.name, "rows alone"))
+    sentence = is_known(entry, form, rows)
+    intended = intended_answer(entry, form, rows) if sentence and known == "intent" and not bad else None
     url = f"{base_url.rstrip('/')}{path}"
     if client is None:
         with httpx.Client(timeout=timeout) as own:
@@ -114,7 +124,7 @@ def check_route(
         served = _post(client, url, body, headers or {})
     label = form if rows is None else f"{form} rows {rows}"
     label += " bad" if bad else ""
-    check = RouteCheck(entry.name, label, body, expected, served, known, non_finite_as_null)
+    check = RouteCheck(entry.name, label, body, expected, served, sentence, intended, non_finite_as_null)
     if problem := check.mismatch():
         raise AssertionError(problem)
     return check
@@ -127,6 +137,7 @@ def check_entry(
     headers: Mapping[str, str] | None = None,
     timeout: httpx.Timeout = TIMEOUT,
     non_finite_as_null: bool = False,
+    known: Literal["intent", "skip"] = "intent",
 ) -> list[str]:
     """Every form of the entry's request, each row alone, its bad rows and its params variants;
     returns the mismatches (an empty list when our server answers as MLflow throughout)."""

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from tests.conformance.reference import (
+    FORM_LIMITS,
     KNOWN_MLFLOW_DIFFERENCES,
     Answer,
     build_body,
+    intended_answer,
     json_diff,
     load_reference_model,
     pick,
@@ -122,7 +124,7 @@ def test_forms_agree_except_known_differences(entry: Entry) -> None:
     good = good_forms(entry)
     for form in entry.forms:
         got = answer(entry, form)
-        if (entry.name, form) in KNOWN_MLFLOW_DIFFERENCES:
+        if (entry.name, form) in KNOWN_MLFLOW_DIFFERENCES or (entry.name, form) in FORM_LIMITS:
             if good:
                 assert got.status != 200 or json_diff(got.body, canonical(entry, form).body), (
                     f"{entry.name}/{form} is listed as a difference but answers like the other forms"
@@ -286,3 +288,47 @@ def test_non_finite_outputs_are_bare_json_tokens(zoo: Zoo) -> None:
     out = io.StringIO()
     predictions_to_json(np.array([np.nan, np.inf]), out)
     assert out.getvalue() == '{"predictions": [NaN, Infinity]}'
+
+
+# ---- the trainer's intent where MLflow is wrong (what our server must answer there) -------------
+
+
+@pytest.mark.parametrize("key", sorted(KNOWN_MLFLOW_DIFFERENCES), ids="/".join)
+def test_every_known_difference_has_an_intended_answer(zoo: Zoo, key: tuple[str, str]) -> None:
+    name, form = key
+    entry = zoo.entries[name]
+    rows = [i for i in range(size(entry)) if None in (entry.rows or [{}])[i].values()][:1] or [0]
+    if form == "rows alone":
+        got = intended_answer(entry, entry.forms[0], rows=rows)
+        whole = intended_answer(entry, entry.forms[0])
+        assert got.body["predictions"] == [whole.body["predictions"][rows[0]]]
+    else:
+        got = intended_answer(entry, form)
+        assert n_rows(got.body["predictions"]) == size(entry)
+    assert got.status == 200
+
+
+def test_intended_null_string_alone_is_nan(zoo: Zoo) -> None:
+    entry = zoo.entries["sk-optional-string"]
+    raw = load_reference_model(entry).get_raw_model()
+    frame = entry.frame([entry.rows[2]]).astype({"plan": object})
+    frame["plan"] = np.nan
+    assert intended_answer(entry, "dataframe_split", rows=[2]).body == {
+        "predictions": raw.predict(frame).tolist()
+    }
+    assert answer(pick(entry, [2]), "dataframe_split").body != {"predictions": raw.predict(frame).tolist()}
+
+
+def test_intended_optional_long_reads_null_as_missing(zoo: Zoo) -> None:
+    entry = zoo.entries["py-optional-long"]
+    # With a null the column is float64 (NaN), so 2**53 + 1 reaches the model as 2**53.
+    assert intended_answer(entry, "inputs").body == {"predictions": [6.0, -1.0, -2.0 + float(2**53 + 1)]}
+    assert float(2**53 + 1) == 2**53
+
+
+def test_intended_lightgbm_category_restores_the_category(zoo: Zoo) -> None:
+    entry = zoo.entries["lgbm-category"]
+    raw = load_reference_model(entry).get_raw_model()
+    expected = raw.predict(entry.frame()).tolist()
+    assert intended_answer(entry, "dataframe_records").body == {"predictions": expected}
+    assert answer(entry, "dataframe_records").status == 400
