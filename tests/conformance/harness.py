@@ -115,7 +115,9 @@ def check_route(
     body = build_body(sent, form, params=params, bad=bad)
     expected = reference_answer(load_reference_model(entry), body)
     sentence = is_known(entry, form, rows)
-    intended = intended_answer(entry, form, rows) if sentence and known == "intent" and not bad else None
+    # The intent is known for the entry's own rows and params (not for bad rows or other params).
+    intent_known = sentence is not None and known == "intent" and not bad and params is None
+    intended = intended_answer(entry, form, rows) if intent_known else None
     url = f"{base_url.rstrip('/')}{path}"
     if client is None:
         with httpx.Client(timeout=timeout) as own:
@@ -157,6 +159,7 @@ def check_entry(
                     headers=headers,
                     client=client,
                     non_finite_as_null=non_finite_as_null,
+                    known=known,
                     **request,
                 )
             except AssertionError as exc:
