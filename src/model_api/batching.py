@@ -23,12 +23,14 @@ requests stand alone. A request larger than `max_rows` runs alone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from model_api.contract import Batch, InputSchema
+from model_api.contract import Batch
 from model_api.errors import ModelNotReady, PredictionFailed, ServingError
+from model_api.inputs import ModelInput, ModelSpec, PyfuncBatch
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.registry import LoadedModel
@@ -39,7 +41,7 @@ CONCURRENCY_MEMORY_S = 1.0
 
 @dataclass
 class _Pending:
-    batch: Batch
+    batch: ModelInput
     probabilities: bool
     future: asyncio.Future[Prediction]
     queued_at: float = field(default_factory=time.perf_counter)
@@ -51,14 +53,14 @@ class MicroBatcher(Predictor):
     def __init__(
         self,
         loaded: LoadedModel,
-        schema: InputSchema,
+        spec: ModelSpec,
         *,
         threads: int,
         metrics: Metrics,
         max_rows: int,
         max_wait_s: float,
     ) -> None:
-        super().__init__(loaded, schema, threads=threads, metrics=metrics)
+        super().__init__(loaded, spec, threads=threads, metrics=metrics)
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self._slots = threads
@@ -73,7 +75,7 @@ class MicroBatcher(Predictor):
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
-    async def predict(self, batch: Batch, probabilities: bool) -> Prediction:
+    async def predict(self, batch: ModelInput, probabilities: bool) -> Prediction:
         """Queue the rows for the next model call and wait for their own predictions."""
         if self._closing:
             raise ModelNotReady("the service is shutting down")
@@ -112,10 +114,19 @@ class MicroBatcher(Predictor):
             self._start(items)
 
     def _take(self) -> list[_Pending]:
-        """The next batch: whole requests in arrival order, up to max_rows (one oversized alone)."""
+        """The next batch: whole requests in arrival order, up to max_rows (one oversized alone).
+        A request on the pyfunc path, or for a model whose rows are not exact alone
+        (`Predictor.merges_rows`), is never merged: it runs alone."""
         taken = [self._queue.popleft()]
         rows = taken[0].batch.n_rows
-        while self._queue and rows + self._queue[0].batch.n_rows <= self.max_rows:
+        if isinstance(taken[0].batch, PyfuncBatch) or not self.merges_rows:
+            self._queued_rows -= rows
+            return taken
+        while (
+            self._queue
+            and not isinstance(self._queue[0].batch, PyfuncBatch)
+            and rows + self._queue[0].batch.n_rows <= self.max_rows
+        ):
             item = self._queue.popleft()
             taken.append(item)
             rows += item.batch.n_rows
@@ -151,7 +162,9 @@ class MicroBatcher(Predictor):
         live = [p for p in items if not p.future.done()]  # a cancelled request is not computed
         if not live:
             return
-        merged = Batch.concat([p.batch for p in live])
+        merged: ModelInput = (
+            live[0].batch if len(live) == 1 else Batch.concat([p.batch for p in live])  # type: ignore[misc]
+        )
         probabilities = any(p.probabilities for p in live)
         started = time.perf_counter()
         try:
@@ -165,6 +178,11 @@ class MicroBatcher(Predictor):
                 return
             if not live[0].future.done():
                 live[0].future.set_exception(_own_copy(exc))
+            return
+        if len(live) == 1:  # its own answer whole (a pyfunc model's output may not be rows)
+            if not live[0].future.done():
+                own = result if live[0].probabilities else dataclasses.replace(result, probabilities=None)
+                live[0].future.set_result(own)
             return
         start = 0
         for p in live:
@@ -184,9 +202,14 @@ class MicroBatcher(Predictor):
 
 
 def _own_copy(exc: Exception) -> ServingError:
-    """A fresh error per request of a failed batch, with the model's exception as its cause."""
+    """A fresh error per request of a failed batch, with the model's exception as its cause; an
+    input MLflow refused stays the client's error (4xx)."""
+    if isinstance(exc, ServingError) and exc.status_code < 500:
+        copy: ServingError = type(exc)(exc.message, list(exc.details))
+        copy.__cause__ = exc.__cause__
+        return copy
     cause = exc.__cause__ if isinstance(exc, ServingError) else exc
     message = exc.message if isinstance(exc, ServingError) else "the model failed on this batch"
-    copy = PredictionFailed(message)
-    copy.__cause__ = cause
-    return copy
+    failed = PredictionFailed(message)
+    failed.__cause__ = cause
+    return failed

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
-from model_api.contract import Batch, ModelInputs
 from model_api.errors import ErrorDetail, InvalidInput, ModelNotReady, NotFound, RequestTimeout, ServingError
+from model_api.inputs import ModelInput, ModelInputs, check_params
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.settings import Settings
@@ -32,6 +33,9 @@ class InferenceRequest:
     """A protocol's request, its envelope parsed: the rows, and what is asked of the model."""
 
     inputs: ModelInputs
+    params: Any = None
+    """The request's params (MLflow's `params`; `parameters` on V1 and V2), checked against the
+    model's ParamSchema and passed on unchanged."""
     return_probabilities: bool = False
     probabilities_field: str = "return_probabilities"
     """Where the request asked for probabilities, named in the 422 of a model without them."""
@@ -155,7 +159,8 @@ class DataPlane:
         if predictor is not admission.predictor:  # a rollout swapped models while the body was read
             predictor = admission.predictor = self.lookup(admission.predictor.name, admission.model_version)
         assert predictor is not None
-        batch = request.inputs.to_batch(predictor.schema, self.settings.max_rows)
+        check_params(request.params, predictor.spec.params_schema)
+        batch = request.inputs.to_model_input(predictor.spec, request.params, self.settings.max_rows)
         if request.return_probabilities and not predictor.has_probabilities:
             raise InvalidInput(
                 "this model gives no class probabilities",
@@ -165,7 +170,9 @@ class DataPlane:
         prediction = await self._predict_within(predictor, batch, request.return_probabilities)
         return InferenceResult(predictor, prediction, batch.n_rows)
 
-    async def _predict_within(self, predictor: Predictor, batch: Batch, probabilities: bool) -> Prediction:
+    async def _predict_within(
+        self, predictor: Predictor, batch: ModelInput, probabilities: bool
+    ) -> Prediction:
         """`predictor.predict`, or RequestTimeout after the request timeout.
 
         Cancelling the wait cancels the request's own future: the micro-batcher then skips it if

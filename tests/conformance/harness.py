@@ -20,6 +20,7 @@ from typing import Any, Literal
 import httpx
 
 from tests.conformance.reference import (
+    FORM_LIMITS,
     Answer,
     Body,
     build_body,
@@ -145,10 +146,12 @@ def check_entry(
     returns the mismatches (an empty list when our server answers as MLflow throughout)."""
     problems: list[str] = []
     with httpx.Client(timeout=timeout) as client:
-        requests: list[dict[str, Any]] = [{"form": form} for form in entry.forms]
-        requests += [{"form": form, "rows": [i]} for form in entry.forms for i in range(size(entry))]
+        # A body format that cannot carry the entry's values (FORM_LIMITS) is no check of ours.
+        forms = [form for form in entry.forms if (entry.name, form) not in FORM_LIMITS]
+        requests: list[dict[str, Any]] = [{"form": form} for form in forms]
+        requests += [{"form": form, "rows": [i]} for form in forms for i in range(size(entry))]
         if entry.bad_rows:
-            requests += [{"form": form, "bad": True} for form in entry.forms]
+            requests += [{"form": form, "bad": True} for form in forms]
         if entry.params:
             requests += [{"form": entry.forms[0], "params": {}}]
         for request in requests:

@@ -61,6 +61,10 @@ _ARRAY_OBJECT = (
 # server that reads the body the same way answers as MLflow does.
 FORM_LIMITS: dict[tuple[str, str], str] = {
     ("py-string-output", "csv"): "CSV cannot tell '' from a missing value: pandas reads '' as NaN.",
+    (
+        "py-every-type",
+        "csv",
+    ): "CSV carries no bytes: a binary column arrives as the text pandas wrote for it.",
 }
 KNOWN_MLFLOW_DIFFERENCES: dict[tuple[str, str], str] = {
     ("sk-pipeline-nosig", "instances"): _NO_SIG_TF,
@@ -85,6 +89,11 @@ KNOWN_MLFLOW_DIFFERENCES: dict[tuple[str, str], str] = {
         "A row's answer depends on its batch companions: alone, a null string column is all-None, "
         "pandas keeps object dtype and the model gets None (an unseen category: p=0.70); next to a "
         "string it is NaN (imputed: p=0.07)."
+    ),
+    ("py-every-type", "rows alone"): (
+        "Ours on purpose: alone, a row's null in an optional string column is all the column holds; "
+        "MLflow passes None, we pass NaN (pandas' missing value), as for every other row (issue 12's "
+        "rule: a JSON null is NaN whatever else is in the batch)."
     ),
 }
 

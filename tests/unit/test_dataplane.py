@@ -12,27 +12,17 @@ from typing import Any
 import httpx
 import pytest
 
-from model_api.contract import InputSchema
 from model_api.dataplane import DataPlane, InferenceRequest
 from model_api.errors import InvalidInput, ModelNotReady, NotFound, PredictionFailed
+from model_api.inputs import Records
 from model_api.main import create_app
 from model_api.metrics import Metrics
 from model_api.predictor import Predictor
 from model_api.registry import LoadedModel
 from model_api.settings import Settings
-from model_api.signature import build_input_schema
+from model_api.signature import model_spec
 from tests.api.test_api import assert_error
 from tests.support import Registry, metric_value, server_in_thread
-
-
-@dataclasses.dataclass
-class Records:
-    """The simplest protocol inputs: records, as /predict hands them over."""
-
-    records: list[dict[str, Any]]
-
-    def to_batch(self, schema: InputSchema, max_rows: int) -> Any:
-        return schema.parse_records(self.records, max_rows)
 
 
 class Exploding:
@@ -47,8 +37,7 @@ class Exploding:
 
 def make_predictor(loaded: LoadedModel, metrics: Metrics, **changes: Any) -> Predictor:
     loaded = dataclasses.replace(loaded, **changes)
-    schema = build_input_schema(loaded.model, loaded.signature, loaded.input_example)
-    return Predictor(loaded, schema, threads=1, metrics=metrics)
+    return Predictor(loaded, model_spec(loaded), threads=1, metrics=metrics)
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from model_api.api.v2_codec import MAX_INPUTS, datatype_of, encode_outputs, pars
 from model_api.contract import InputSchema
 from model_api.dataplane import InferenceResult
 from model_api.errors import BadRequest, InvalidInput, TooManyRows
+from model_api.inputs import ModelSpec
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.registry import LoadedModel
-from model_api.signature import build_input_schema
+from model_api.signature import build_input_schema, model_spec
 
 DATATYPE = {"tenure_months": "INT64", "monthly_charges": "FP64"}
 
@@ -39,7 +40,8 @@ def columns(schema: InputSchema, rows: int | None = None) -> list[dict[str, Any]
 
 
 def batch_of(schema: InputSchema, body: dict[str, Any], max_rows: int = 100) -> Any:
-    return parse_infer(body).inference.inputs.to_batch(schema, max_rows)
+    spec = ModelSpec(schema, None, None, None)
+    return parse_infer(body).inference.inputs.to_model_input(spec, None, max_rows)
 
 
 def test_columns_shaped_n_and_n_by_1_and_one_2d_input_give_the_same_batch(schema: InputSchema) -> None:
@@ -150,7 +152,7 @@ def test_output_datatypes_follow_the_json_values(values: list[Any], datatype: st
 
 
 def test_outputs_are_encoded_in_the_order_asked(champion: LoadedModel, schema: InputSchema) -> None:
-    predictor = Predictor(champion, schema, threads=1, metrics=Metrics())
+    predictor = Predictor(champion, model_spec(champion), threads=1, metrics=Metrics())
     try:
         proba = np.array([[0.25, 0.75], [1.0, 0.0]])
         result = InferenceResult(predictor, Prediction([1, 0], proba), n_rows=2)
