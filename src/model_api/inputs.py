@@ -17,6 +17,7 @@ no other row has a string there, and a scikit-learn encoder then reads None as o
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 from dataclasses import dataclass
@@ -217,6 +218,10 @@ def parse_table(body: bytes, media: str, spec: ModelSpec, max_rows: int) -> Pyfu
                     raise
                 data = parse_csv(text, relaxed)
         else:
+            if importlib.util.find_spec("pyarrow") is None:
+                raise UnsupportedMediaType(
+                    "Parquet bodies need the pyarrow package, which this server lacks; send JSON or CSV"
+                )
             data = scoring_server.parse_parquet_input(io.BytesIO(body))  # type: ignore[no-untyped-call]
     except MlflowException as exc:
         raise BadRequest(f"the body is not a table MLflow can read as {media}") from exc
