@@ -155,7 +155,8 @@ def parse_mlflow_json(payload: Any, spec: ModelSpec, max_rows: int) -> PyfuncBat
             if relaxed is None:
                 raise
             parsed = scoring_server._parse_json_data(dict(payload), spec.metadata, relaxed)  # type: ignore[no-untyped-call]
-    except MlflowException as exc:
+    except (MlflowException, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # MLflow's parsers raise more than MlflowException on bodies they cannot read.
         raise _mlflow_error(exc) from exc
     data = missing_as_nan(parsed.data, spec.input_schema)
     return _sized(PyfuncBatch(data, params, count_rows(data)), max_rows)
