@@ -68,7 +68,7 @@ lint: install
 	$(BIN)/hadolint --failure-threshold warning Dockerfile.api
 
 unit: install
-	$(BIN)/pytest tests/unit tests/api
+	$(BIN)/pytest tests/unit tests/api tests/middleware
 
 integration: install system-deps
 	$(BIN)/pytest tests/integration

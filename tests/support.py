@@ -245,3 +245,19 @@ def locust_command(
         "--csv",
         str(csv_prefix),
     ]
+
+
+def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text page, by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text page (0 when absent)."""
+    return metric_samples(text).get((name, frozenset(labels.items())), 0.0)

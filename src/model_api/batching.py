@@ -23,13 +23,15 @@ requests stand alone. A request larger than `max_rows` runs alone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from model_api.admission import Ticket
-from model_api.contract import Batch, InputSchema
+from model_api.contract import Batch
 from model_api.errors import ModelNotReady, PredictionFailed, ServingError
+from model_api.inputs import ModelInput, ModelSpec, PyfuncBatch
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.registry import LoadedModel
@@ -40,7 +42,7 @@ CONCURRENCY_MEMORY_S = 1.0
 
 @dataclass
 class _Pending:
-    batch: Batch
+    batch: ModelInput
     probabilities: bool
     future: asyncio.Future[Prediction]
     ticket: Ticket | None = None
@@ -73,14 +75,14 @@ class MicroBatcher(Predictor):
     def __init__(
         self,
         loaded: LoadedModel,
-        schema: InputSchema,
+        spec: ModelSpec,
         *,
         threads: int,
         metrics: Metrics,
         max_rows: int,
         max_wait_s: float,
     ) -> None:
-        super().__init__(loaded, schema, threads=threads, metrics=metrics)
+        super().__init__(loaded, spec, threads=threads, metrics=metrics)
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self._slots = threads
@@ -95,7 +97,9 @@ class MicroBatcher(Predictor):
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
-    async def predict(self, batch: Batch, probabilities: bool, *, ticket: Ticket | None = None) -> Prediction:
+    async def predict(
+        self, batch: ModelInput, probabilities: bool, *, ticket: Ticket | None = None
+    ) -> Prediction:
         """Queue the rows for the next model call and wait for their own predictions. With a
         `ticket`, a request whose deadline passes before its batch forms raises Expired uncomputed."""
         if self._closing:
@@ -137,17 +141,26 @@ class MicroBatcher(Predictor):
             self._start(items)
 
     def _take(self) -> list[_Pending]:
-        """The next batch: whole requests in arrival order, up to max_rows (one oversized alone);
-        requests that left the queue or whose deadline passed are dropped, not taken."""
+        """The next batch: whole requests in arrival order, up to max_rows (one oversized alone).
+        A request on the pyfunc path, or for a model whose rows are not exact alone
+        (`Predictor.merges_rows`), is never merged: it runs alone. Requests that left the queue
+        or whose deadline passed are dropped, not taken."""
         taken: list[_Pending] = []
         rows = 0
         now = time.monotonic()
-        while self._queue and (not taken or rows + self._queue[0].batch.n_rows <= self.max_rows):
-            item = self._queue.popleft()
+        while self._queue:
+            item = self._queue[0]
+            alone = isinstance(item.batch, PyfuncBatch) or not self.merges_rows
+            if taken and (alone or rows + item.batch.n_rows > self.max_rows):
+                break
+            self._queue.popleft()
             self._queued_rows -= item.batch.n_rows
-            if not item.dropped(now):
-                taken.append(item)
-                rows += item.batch.n_rows
+            if item.dropped(now):
+                continue
+            taken.append(item)
+            rows += item.batch.n_rows
+            if alone:
+                break
         return taken
 
     def _start(self, items: list[_Pending]) -> None:
@@ -179,7 +192,9 @@ class MicroBatcher(Predictor):
         live = [p for p in items if not p.future.done()]  # a cancelled request is not computed
         if not live:
             return
-        merged = Batch.concat([p.batch for p in live])
+        merged: ModelInput = (
+            live[0].batch if len(live) == 1 else Batch.concat([p.batch for p in live])  # type: ignore[misc]
+        )
         probabilities = any(p.probabilities for p in live)
         started = time.perf_counter()
         try:
@@ -193,6 +208,11 @@ class MicroBatcher(Predictor):
                 return
             if not live[0].future.done():
                 live[0].future.set_exception(_own_copy(exc))
+            return
+        if len(live) == 1:  # its own answer whole (a pyfunc model's output may not be rows)
+            if not live[0].future.done():
+                own = result if live[0].probabilities else dataclasses.replace(result, probabilities=None)
+                live[0].future.set_result(own)
             return
         start = 0
         for p in live:
@@ -212,9 +232,14 @@ class MicroBatcher(Predictor):
 
 
 def _own_copy(exc: Exception) -> ServingError:
-    """A fresh error per request of a failed batch, with the model's exception as its cause."""
+    """A fresh error per request of a failed batch, with the model's exception as its cause; an
+    input MLflow refused stays the client's error (4xx)."""
+    if isinstance(exc, ServingError) and exc.status_code < 500:
+        copy: ServingError = type(exc)(exc.message, list(exc.details))
+        copy.__cause__ = exc.__cause__
+        return copy
     cause = exc.__cause__ if isinstance(exc, ServingError) else exc
     message = exc.message if isinstance(exc, ServingError) else "the model failed on this batch"
-    copy = PredictionFailed(message)
-    copy.__cause__ = cause
-    return copy
+    failed = PredictionFailed(message)
+    failed.__cause__ = cause
+    return failed

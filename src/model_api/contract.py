@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,37 +106,6 @@ class Batch:
         return cls(columns, sum(b.n_rows for b in batches))
 
 
-class ModelInputs(Protocol):
-    """A request's rows as its protocol received them; the data plane checks them against the
-    served model's contract (the model may change between parsing the envelope and predicting)."""
-
-    def to_batch(self, schema: InputSchema, max_rows: int) -> Batch:
-        """Validate against `schema`; raise InvalidInput (422) or TooManyRows (413)."""
-        ...
-
-
-@dataclass(frozen=True)
-class Records:
-    """Rows as objects keyed by feature name (`where` names the field they came in)."""
-
-    rows: Any
-    where: str = "instances"
-
-    def to_batch(self, schema: InputSchema, max_rows: int) -> Batch:
-        return schema.parse_records(self.rows, max_rows, self.where)
-
-
-@dataclass(frozen=True)
-class Rows:
-    """Rows as lists of values in signature order."""
-
-    rows: Any
-    where: str = "features"
-
-    def to_batch(self, schema: InputSchema, max_rows: int) -> Batch:
-        return schema.parse_rows(self.rows, max_rows, self.where)
-
-
 class _Errors:
     """Collects request faults; stops the scan once enough are known to be useful."""
 
@@ -212,7 +181,11 @@ def _check_column(feature: Feature, values: list[Any], errors: _Errors) -> list[
                 if allowed is not None and v not in allowed:
                     shown = ", ".join(map(str, feature.categories or ()))
                     errors.add(f"unknown category; the model knows: {shown}", i, name)
-            elif not (v is None and nullable):
+            elif v is None and nullable:
+                # pandas' missing value, whatever the other rows hold: a None would read as one
+                # more category to an encoder (inputs.py, "One difference from MLflow").
+                values[i] = math.nan
+            else:
                 errors.add("expected a string", i, name)
             if errors.full:
                 break

@@ -24,9 +24,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from model_api.admission import TIMEOUT_HEADER, Client, Receive, Ticket, budget_s, start_watching
-from model_api.contract import Batch, ModelInputs
 from model_api.errors import (
     ClientDisconnected,
     ErrorDetail,
@@ -38,6 +38,7 @@ from model_api.errors import (
     RequestTimeout,
     ServingError,
 )
+from model_api.inputs import ModelInput, ModelInputs, check_params
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.settings import Settings
@@ -51,6 +52,9 @@ class InferenceRequest:
     """A protocol's request, its envelope parsed: the rows, and what is asked of the model."""
 
     inputs: ModelInputs
+    params: Any = None
+    """The request's params (MLflow's `params`; `parameters` on V1 and V2), checked against the
+    model's ParamSchema and passed on unchanged."""
     return_probabilities: bool = False
     probabilities_field: str = "return_probabilities"
     """Where the request asked for probabilities, named in the 422 of a model without them."""
@@ -230,7 +234,8 @@ class DataPlane:
         if predictor is not admission.predictor:  # a rollout swapped models while the body was read
             predictor = admission.predictor = self.lookup(admission.predictor.name, admission.model_version)
         assert predictor is not None
-        batch = request.inputs.to_batch(predictor.schema, self.settings.max_rows)
+        check_params(request.params, predictor.spec.params_schema)
+        batch = request.inputs.to_model_input(predictor.spec, request.params, self.settings.max_rows)
         if request.return_probabilities and not predictor.has_probabilities:
             raise InvalidInput(
                 "this model gives no class probabilities",
@@ -241,7 +246,7 @@ class DataPlane:
         return InferenceResult(predictor, prediction, batch.n_rows)
 
     async def _predict_within(
-        self, admission: Admission, predictor: Predictor, batch: Batch, probabilities: bool
+        self, admission: Admission, predictor: Predictor, batch: ModelInput, probabilities: bool
     ) -> Prediction:
         """`predictor.predict` within the request's budget: Expired (504) if the budget runs out
         before the request reaches the model, RequestTimeout (504) if while the model runs it,

@@ -27,6 +27,7 @@ Every HTTP error is answered by `api/errors.py`: {"error": {"code", "message", "
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,12 +171,29 @@ class PredictionFailed(ServingError):
 
 
 class ModelLoadError(Exception):
-    """The model could not be resolved or loaded; the message names the URI and what to check."""
+    """The model could not be resolved or loaded; the message names the URI and what to check.
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    `transient`: the registry could not be reached (worth a retry). `final`: the message says
+    all there is (the model's own error), so no retry and no hint is added."""
+
+    def __init__(self, message: str, *, transient: bool = False, final: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.final = final
 
 
 class InvalidModelURI(ModelLoadError):
     """The model URI is not one of the forms the service loads."""
+
+
+_QUOTED = re.compile(r"""'[^']*'|"[^"]*"|\[[^\]]*\]|\{[^}]*\}|-?\d+(\.\d+)?([eE][-+]?\d+)?""")
+
+
+def describe_error(exc: BaseException) -> str:
+    """A model's exception for the log: its type and the first line of its message with quoted
+    text, lists, maps and numbers masked (model errors often quote the rows they were given).
+    MODEL_API_LOG_LEVEL=debug logs the full text (README: "Debugging a model's errors")."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    masked = _QUOTED.sub("…", text)[:200]
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+    return f"{name}: {masked}" if masked else name

@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from model_api import __version__
-from model_api.api import admin, kserve_v1, predict, service, v2
+from model_api.api import admin, invocations, kserve_v1, predict, service, v2
 from model_api.api.docs import install_docs
 from model_api.api.errors import install_error_handlers
 from model_api.api.openapi import install_openapi
@@ -150,7 +150,14 @@ def create_app(
     )
     app.state.dataplane = plane
     install_error_handlers(app)
-    for router in (service.router, predict.router, admin.router, kserve_v1.router, v2.router):
+    for router in (
+        service.router,
+        predict.router,
+        invocations.router,
+        admin.router,
+        kserve_v1.router,
+        v2.router,
+    ):
         app.include_router(router)
     install_docs(app)
     forget_openapi = install_openapi(app, plane, secured=bool(keys))

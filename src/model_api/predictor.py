@@ -1,4 +1,10 @@
-"""The loaded model behind a bounded thread pool: model work never runs on the event loop."""
+"""The loaded model behind a bounded thread pool: model work never runs on the event loop.
+
+Two paths (see `inputs.py`): on the contract path the raw scikit-learn estimator predicts a
+merged batch of checked rows; on the pyfunc path MLflow's pyfunc model predicts one request's
+parsed input with its params, enforcing the signature itself. Either way the answer is what
+`mlflow.pyfunc.load_model(uri).predict(...)` gives for the request.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,16 @@ from typing import Any
 import numpy as np
 
 from model_api.admission import Ticket
-from model_api.contract import Batch, InputSchema
-from model_api.errors import ModelLoadError, PredictionFailed
+from model_api.dtypes import (
+    holds_missing,
+    lightgbm_categories,
+    optional_integers,
+    predict_relaxed,
+    relaxed_schema,
+    restore_categories,
+)
+from model_api.errors import InvalidInput, PredictionFailed, describe_error
+from model_api.inputs import ModelInput, ModelSpec, PyfuncBatch
 from model_api.metrics import Metrics
 from model_api.registry import LoadedModel
 
@@ -27,30 +41,54 @@ class Prediction:
     protocol that renders them."""
 
     labels: list[Any]
+    """The answer as MLflow renders it in JSON: one value per row on the contract path; on the
+    pyfunc path whatever the model returned (a list, records of a DataFrame, a dict...)."""
     probabilities: np.ndarray | None = None
+    output: Any = None
+    """The pyfunc model's own output (ndarray, Series, DataFrame, dict, list, str), for protocols
+    that render by type (V2); None on the contract path, where `labels` says it all."""
 
     def slice(self, start: int, stop: int) -> Prediction:
         probabilities = self.probabilities[start:stop] if self.probabilities is not None else None
         return Prediction(self.labels[start:stop], probabilities)
 
 
+def jsonable(output: Any) -> Any:
+    """A model's output as MLflow's scoring server puts it in JSON (DataFrames as records)."""
+    from mlflow.utils.proto_json_utils import _get_jsonable_obj
+
+    return _get_jsonable_obj(output, pandas_orient="records")  # type: ignore[no-untyped-call]
+
+
 class Predictor:
     """Runs predictions for one loaded model on a bounded pool of model threads."""
 
-    def __init__(self, loaded: LoadedModel, schema: InputSchema, *, threads: int, metrics: Metrics) -> None:
+    def __init__(self, loaded: LoadedModel, spec: ModelSpec, *, threads: int, metrics: Metrics) -> None:
         self.loaded = loaded
-        self.schema = schema
+        self.spec = spec
+        self.schema = spec.contract
+        """Our contract, on the contract path; None on the pyfunc path."""
         self._metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
         model = loaded.model
-        self.classes: list[Any] = [
-            c.item() if isinstance(c, np.generic) else c for c in getattr(model, "classes_", [])
-        ]
+        classes = getattr(model, "classes_", None)
+        # A multi-output classifier has one array of classes per output: no class probabilities.
+        self.classes: list[Any] = []
+        if isinstance(classes, np.ndarray) and classes.ndim == 1:
+            self.classes = [c.item() if isinstance(c, np.generic) else c for c in classes]
         self.has_probabilities = (
-            loaded.flavor == "sklearn" and hasattr(model, "predict_proba") and bool(self.classes)
+            loaded.flavor in PROBABILITY_FLAVORS and hasattr(model, "predict_proba") and bool(self.classes)
         )
+        """Class probabilities are offered for single-output classifiers of these flavors."""
+        self._categories = lightgbm_categories(model) if loaded.flavor == "lightgbm" else {}
+        self._relaxed = relaxed_schema(spec.input_schema)
+        self._optional_integers = optional_integers(spec.input_schema)
         self._latency = metrics.model_latency.labels(loaded.name, loaded.version or "")
         self._labels_from_proba = self.has_probabilities and _predicts_argmax_of_proba(model)
+        self.merges_rows = self.schema is not None and rows_are_exact_alone(model)
+        """Whether rows of concurrent requests may share a model call: only where each row's
+        answer is computed by itself (trees), the same bits alone or merged. Linear models go
+        through BLAS, whose kernels differ by row count (a last-bit change), so they run alone."""
 
     @property
     def name(self) -> str:
@@ -60,8 +98,12 @@ class Predictor:
     def version(self) -> str | None:
         return self.loaded.version
 
-    def predict_sync(self, batch: Batch, probabilities: bool) -> Prediction:
-        """Run the model on one batch in the calling thread."""
+    def predict_sync(self, batch: ModelInput, probabilities: bool) -> Prediction:
+        """Run the model on one batch in the calling thread; raises PredictionFailed (500) when the
+        model raises, and InvalidInput (422) when MLflow's signature enforcement refuses the input."""
+        if isinstance(batch, PyfuncBatch):
+            return self._predict_pyfunc(batch, probabilities)
+        assert self.schema is not None
         features = self.schema.to_model_input(batch)
         started = time.perf_counter()
         model = self.loaded.model
@@ -82,7 +124,40 @@ class Predictor:
             raise PredictionFailed("the model returned a different number of rows than it was given")
         return Prediction(labels, None if proba is None else np.asarray(proba, dtype=np.float64))
 
-    async def predict(self, batch: Batch, probabilities: bool, *, ticket: Ticket | None = None) -> Prediction:
+    def _predict_pyfunc(self, batch: PyfuncBatch, probabilities: bool) -> Prediction:
+        from mlflow.exceptions import MlflowException
+
+        started = time.perf_counter()
+        try:
+            data = restore_categories(batch.data, self._categories)
+            if self._relaxed is not None and holds_missing(data, self._optional_integers):
+                # An optional integer column holding a missing value: MLflow refuses it (dtypes.py).
+                output = predict_relaxed(self.loaded.pyfunc, data, batch.params, self._relaxed)
+            else:
+                output = self.loaded.pyfunc.predict(data, params=batch.params)
+            proba = None
+            if probabilities:
+                if self.spec.input_schema is not None:
+                    from mlflow.models.utils import _enforce_schema
+
+                    data = _enforce_schema(data, self.spec.input_schema)
+                proba = np.asarray(self.loaded.model.predict_proba(data), dtype=np.float64)
+        except MlflowException as exc:
+            if exc.error_code == "INVALID_PARAMETER_VALUE" or "enforce schema" in exc.message:
+                raise InvalidInput(
+                    "the input does not fit the model's signature as MLflow enforces it; "
+                    "see the model's signature at /model/info"
+                ) from exc
+            raise PredictionFailed("the model failed on this request; quote the request id") from exc
+        except Exception as exc:
+            raise PredictionFailed("the model failed on this request; quote the request id") from exc
+        finally:
+            self._latency.observe(time.perf_counter() - started)
+        return Prediction(jsonable(output), proba, output)
+
+    async def predict(
+        self, batch: ModelInput, probabilities: bool, *, ticket: Ticket | None = None
+    ) -> Prediction:
         """Run the model on a batch in a model thread, leaving the event loop free. With a `ticket`,
         a request whose deadline passed while it waited for a thread raises Expired uncomputed."""
         loop = asyncio.get_running_loop()
@@ -90,22 +165,28 @@ class Predictor:
             return await loop.run_in_executor(self._executor, self.predict_sync, batch, probabilities)
         return await loop.run_in_executor(self._executor, self._predict_in_turn, ticket, batch, probabilities)
 
-    def _predict_in_turn(self, ticket: Ticket, batch: Batch, probabilities: bool) -> Prediction:
+    def _predict_in_turn(self, ticket: Ticket, batch: ModelInput, probabilities: bool) -> Prediction:
         if not ticket.start():
             raise ticket.expired_error()
         return self.predict_sync(batch, probabilities)
 
-    def warm(self) -> None:
-        """One prediction on the model's input example, so the first request pays no first-call cost."""
-        example = [dict(r) for r in self.schema.example] or [self.schema.placeholder_row()]
+    def warm(self) -> str | None:
+        """One prediction on a valid input, so the first request pays no first-call cost: the input
+        example, or a row built from the contract. Returns why the model could not be warmed (no
+        input to warm it with, or the model's own error, redacted), or None when it was."""
         try:
-            batch = self.schema.parse_records(example, max_rows=len(example))
-            self.predict_sync(batch, self.has_probabilities)
+            if self.schema is not None:
+                example = [dict(r) for r in self.schema.example] or [self.schema.placeholder_row()]
+                batch: ModelInput = self.schema.parse_records(example, max_rows=len(example))
+            elif self.loaded.example is not None:
+                batch = PyfuncBatch(self.loaded.example, None, 1)
+            else:
+                return "the model has no input example to warm it with"
+            self.predict_sync(batch, self.has_probabilities and self.schema is not None)
         except Exception as exc:
-            raise ModelLoadError(
-                f"the model {self.name!r} version {self.version} failed its warm-up prediction on its input "
-                f"example: {exc}; check that the example matches the signature"
-            ) from exc
+            cause = exc.__cause__ or exc
+            return f"its warm-up prediction failed: {describe_error(cause)}"
+        return None
 
     async def drain(self) -> None:
         """Wait for queued work to be answered; a plain predictor queues nothing."""
@@ -115,6 +196,9 @@ class Predictor:
         self._executor.shutdown(wait=True)
 
 
+PROBABILITY_FLAVORS = frozenset({"sklearn", "xgboost", "lightgbm"})
+
+
 def _as_list(raw: Any) -> list[Any]:
     if hasattr(raw, "to_numpy"):  # pandas Series or DataFrame from a pyfunc model
         raw = raw.to_numpy()
@@ -122,6 +206,38 @@ def _as_list(raw: Any) -> list[Any]:
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     return list(array.tolist())
+
+
+def rows_are_exact_alone(model: Any) -> bool:
+    """Whether the model (or a pipeline's final step) is a tree model, whose answer for a row
+    never depends on the other rows of its call."""
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    steps = getattr(model, "steps", None)
+    final = steps[-1][1] if steps else model
+    trees = (
+        RandomForestClassifier,
+        RandomForestRegressor,
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        DecisionTreeClassifier,
+        DecisionTreeRegressor,
+    )
+    return isinstance(final, trees)
 
 
 def _predicts_argmax_of_proba(model: Any) -> bool:

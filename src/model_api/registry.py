@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from model_api.errors import InvalidModelURI, ModelLoadError
+from model_api.errors import InvalidModelURI, ModelLoadError, describe_error
 from model_api.model_uri import MOVABLE, ModelRef, RefKind, parse_model_uri
 
 logger = logging.getLogger(__name__)
@@ -43,15 +43,25 @@ class LoadedModel:
 
     ref: ModelRef
     model: Any
+    """The raw model: the estimator or booster of a flavor MLflow can unwrap, else the pyfunc model."""
     flavor: str
     signature: Any
     input_example: pd.DataFrame | None
+    """The input example when it is a table (the contract's example rows)."""
     name: str
     version: str | None
     run_id: str | None
     source: str
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     load_seconds: float = 0.0
+    pyfunc: Any = None
+    """MLflow's pyfunc model (mlflow.pyfunc.PyFuncModel): the reference every answer follows."""
+    example: Any = None
+    """The input example as MLflow saved it (DataFrame, ndarray, dict, list), for the warm-up."""
+    metadata: Any = None
+    """The MLmodel (mlflow.models.Model)."""
+    predict_fn: str = "predict"
+    """The pyfunc flavor's predict function (`pyfunc_predict_fn` when the model was logged)."""
 
     @property
     def estimator_class(self) -> str:
@@ -150,27 +160,54 @@ def _download(ref: ModelRef, resolved: _Resolved, tracking_uri: str) -> tuple[Pa
     return Path(local), Path(target)
 
 
-def _load_folder(folder: Path) -> tuple[Any, str, Any, pd.DataFrame | None]:
+FLAVORS = ("sklearn", "xgboost", "lightgbm")
+"""Flavors whose raw model the service can use itself (probabilities; the contract path)."""
+
+
+@dataclass(frozen=True)
+class _Folder:
+    pyfunc: Any
+    raw: Any
+    flavor: str
+    meta: Any
+    example: Any
+
+
+def _load_folder(folder: Path) -> _Folder:
+    """Load the model as MLflow's pyfunc model, and unwrap its raw model where the flavor allows.
+
+    Raises ModelLoadError naming a missing package in one line."""
+    import mlflow.pyfunc
     from mlflow.models import Model
 
     meta = Model.load(str(folder))
-    example: pd.DataFrame | None = None
+    if "python_function" not in meta.flavors:
+        raise ModelLoadError(f"{folder}: the model has no python_function flavor, so MLflow cannot serve it")
+    example: Any = None
     try:
-        loaded = meta.load_input_example(str(folder))
-        if isinstance(loaded, pd.DataFrame):
-            example = loaded
+        example = meta.load_input_example(str(folder))
     except Exception:  # an unreadable example only costs the warm-up and the docs example
         logger.warning("the model's input example could not be read; using a synthetic one")
-    if "sklearn" in meta.flavors:
-        import mlflow.sklearn
-
-        return mlflow.sklearn.load_model(str(folder)), "sklearn", meta.signature, example
-    if "python_function" in meta.flavors:
-        import mlflow.pyfunc
-
-        loader = meta.flavors["python_function"].get("loader_module", "python_function")
-        return mlflow.pyfunc.load_model(str(folder)), f"pyfunc:{loader}", meta.signature, example
-    raise ModelLoadError(f"{folder}: the model has no sklearn or python_function flavor to serve")
+    try:
+        pyfunc = mlflow.pyfunc.load_model(str(folder))
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(
+            f"the model needs the Python package {exc.name!r}, which is not installed here; install it "
+            "(the flavor's package, as listed in the model's requirements.txt)",
+            final=True,
+        ) from exc
+    except Exception as exc:
+        raise ModelLoadError(f"MLflow could not load the model: {describe_error(exc)}", final=True) from exc
+    flavor = next((f for f in FLAVORS if f in meta.flavors), None)
+    raw: Any = pyfunc
+    if flavor is not None:
+        try:
+            raw = pyfunc.get_raw_model()
+        except Exception:
+            flavor = None
+    if flavor is None:
+        flavor = f"pyfunc:{meta.flavors['python_function'].get('loader_module', 'python_function')}"
+    return _Folder(pyfunc, raw, flavor, meta, example)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -224,7 +261,8 @@ def load_model(
                 folder, scratch = _download(ref, resolved, tracking_uri)
             flavor = ""
             try:
-                model, flavor, signature, example = _load_folder(folder)
+                found = _load_folder(folder)
+                flavor = found.flavor
             finally:
                 # A sklearn model is read whole into memory; a pyfunc model may still need its files.
                 if scratch is not None and flavor in ("", "sklearn"):
@@ -233,6 +271,8 @@ def load_model(
         except InvalidModelURI:
             raise
         except Exception as exc:
+            if isinstance(exc, ModelLoadError) and exc.final:
+                raise ModelLoadError(f"cannot load model {uri!r}: {exc}", final=True) from exc.__cause__
             elapsed = time.monotonic() - started
             if not _is_transient(exc) or elapsed + delay > retry_budget_s:
                 hint = (
@@ -251,10 +291,14 @@ def load_model(
             delay = min(delay * 2, 5.0)
     return LoadedModel(
         ref=ref,
-        model=model,
-        flavor=flavor,
-        signature=signature,
-        input_example=example,
+        model=found.raw,
+        flavor=found.flavor,
+        signature=found.meta.signature,
+        input_example=found.example if isinstance(found.example, pd.DataFrame) else None,
+        pyfunc=found.pyfunc,
+        example=found.example,
+        metadata=found.meta,
+        predict_fn=found.meta.flavors["python_function"].get("predict_fn", "predict"),
         name=resolved.name,
         version=resolved.version,
         run_id=resolved.run_id,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from model_api.model_uri import MOVABLE, RefKind, parse_model_uri
 from model_api.predictor import Predictor
 from model_api.registry import LoadedModel, RegisteredVersion, current_version, load_model
 from model_api.settings import Settings
-from model_api.signature import build_input_schema
+from model_api.signature import model_spec
 
 logger = logging.getLogger(__name__)
 
@@ -47,30 +48,43 @@ def load_from_registry(settings: Settings, pinned: RegisteredVersion | None = No
 
 
 def load_predictor(
-    load: Loader, settings: Settings, metrics: Metrics, pinned: RegisteredVersion | None = None
+    load: Loader,
+    settings: Settings,
+    metrics: Metrics,
+    pinned: RegisteredVersion | None = None,
+    *,
+    must_warm: bool = False,
 ) -> Predictor:
     """The one load, for the first one and every reload: resolve, download, deserialize, derive
-    the input contract, wrap the model in a (batching) predictor and warm it. Blocking: run it in
-    one worker thread. Raises ModelLoadError (or the model's own error from the warm-up)."""
+    what requests are parsed against, wrap the model in a (batching) predictor and warm it.
+    Blocking: run it in one worker thread.
+
+    A model that cannot be warmed starts unwarmed with a warning (MLflow would serve it), except
+    where `must_warm` (a reload: the version served keeps serving instead). Raises ModelLoadError."""
     loaded = load(settings, pinned)
-    schema = build_input_schema(loaded.model, loaded.signature, loaded.input_example)
+    spec = model_spec(loaded)
     predictor: Predictor
     if settings.batching:
         predictor = MicroBatcher(
             loaded,
-            schema,
+            spec,
             threads=settings.model_threads,
             metrics=metrics,
             max_rows=settings.batch_max_rows,
             max_wait_s=settings.batch_max_wait_ms / 1000,
         )
     else:
-        predictor = Predictor(loaded, schema, threads=settings.model_threads, metrics=metrics)
+        predictor = Predictor(loaded, spec, threads=settings.model_threads, metrics=metrics)
     try:
-        predictor.warm()
+        unwarmed = predictor.warm()
     except BaseException:
         predictor.close()
         raise
+    if unwarmed is not None:
+        if must_warm:
+            predictor.close()
+            raise ModelLoadError(f"version {loaded.version} of {loaded.name} could not be warmed: {unwarmed}")
+        logger.warning("serving %s version %s unwarmed: %s", loaded.name, loaded.version, unwarmed)
     return predictor
 
 
@@ -91,6 +105,17 @@ class RolloutStatus:
     schema_changes: list[str] = field(default_factory=list)
     """How the served model's input contract differs from the one before it, when a change was
     accepted."""
+
+
+def contract_changes(new: Predictor, old: Predictor) -> list[str]:
+    """What a request valid for `old` could fail on under `new`: our contract's check where both
+    have one, else whether MLflow's input signature changed at all."""
+    if new.schema is not None and old.schema is not None:
+        return new.schema.breaks_clients_of(old.schema)
+    before, after = old.spec.input_schema, new.spec.input_schema
+    if (None if before is None else before.to_dict()) != (None if after is None else after.to_dict()):
+        return ["the input signature changed"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -192,7 +217,11 @@ class Rollout:
             )
         try:
             new = await anyio.to_thread.run_sync(
-                load_predictor, self._load, settings, self._plane.metrics, target
+                functools.partial(load_predictor, must_warm=True),
+                self._load,
+                settings,
+                self._plane.metrics,
+                target,
             )
         except Exception as exc:
             self.status.failed_version = version
@@ -204,7 +233,7 @@ class Rollout:
                 exc,
             )
             return ReloadResult("failed", current.version, version, f"version {version} failed: {exc}")
-        problems = new.schema.breaks_clients_of(current.schema)
+        problems = contract_changes(new, current)
         if problems and not settings.reload_accept_schema_change:
             self._retire(new)
             self.status.failed_version = version

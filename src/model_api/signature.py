@@ -12,6 +12,8 @@ import pandas as pd
 
 from model_api.contract import Feature, InputSchema, Kind
 from model_api.errors import ModelLoadError
+from model_api.inputs import ModelSpec
+from model_api.registry import FLAVORS, LoadedModel
 
 _NUMPY_KIND = {"f": Kind.DOUBLE, "i": Kind.LONG, "u": Kind.LONG, "b": Kind.BOOLEAN}
 _MLFLOW_KIND = {
@@ -127,3 +129,35 @@ def build_input_schema(model: Any, signature: Any, input_example: pd.DataFrame |
     return InputSchema(
         tuple(features), tensor=tensor, example=_example_rows(input_example, (f.name for f in features))
     )
+
+
+def _contract_fits(inputs: Any) -> bool:
+    """Whether our contract states exactly what MLflow enforces: named scalar columns, none of
+    them an optional integer or boolean (MLflow's handling of their missing values differs)."""
+    if inputs is None or inputs.is_tensor_spec() or not inputs.has_input_names():
+        return False
+    for spec in inputs.inputs:
+        kind = _MLFLOW_KIND.get(str(getattr(getattr(spec, "type", None), "name", "")).lower())
+        if kind is None:
+            return False
+        if not getattr(spec, "required", True) and kind not in (Kind.DOUBLE, Kind.FLOAT, Kind.STRING):
+            return False
+    return True
+
+
+def model_spec(loaded: LoadedModel) -> ModelSpec:
+    """What requests are parsed against, and which path the model takes: the contract path for a
+    scikit-learn model predicting with `predict` from scalar columns and taking no params; the
+    pyfunc path (MLflow's own parsing and enforcement) for everything else."""
+    signature = loaded.signature
+    inputs = getattr(signature, "inputs", None)
+    params = getattr(signature, "params", None)
+    contract = None
+    if (
+        loaded.flavor == "sklearn"
+        and loaded.predict_fn == "predict"
+        and params is None
+        and _contract_fits(inputs)
+    ):
+        contract = build_input_schema(loaded.model, signature, loaded.input_example)
+    return ModelSpec(contract, inputs, params, loaded.metadata, tabular=loaded.flavor in FLAVORS)

@@ -21,7 +21,7 @@ from model_api.main import create_app
 from model_api.registry import LoadedModel
 from model_api.settings import Settings
 from tests.api.test_api import Gated
-from tests.api.test_observability import value
+from tests.support import metric_value as value
 from tests.support import server_in_thread, wait_until
 
 MODEL = "ChurnPredictor"
@@ -94,6 +94,9 @@ def test_past_the_bound_every_protocol_refuses_in_its_shape(registry: Any, champ
         v1 = httpx.post(f"{url}/v1/models/{MODEL}:predict", content=b"{not json")
         v2 = httpx.post(f"{url}/v2/models/{MODEL}/infer", content=b"{not json")
         v2_version = httpx.post(f"{url}/v2/models/{MODEL}/versions/1/infer", content=b"{not json")
+        mlflow = httpx.post(
+            f"{url}/invocations", content=b"{not json", headers={"content-type": "application/json"}
+        )
         # Probes, metrics and model info answer while predictions are refused.
         probes = [
             httpx.get(f"{url}{path}", timeout=5)
@@ -121,12 +124,17 @@ def test_past_the_bound_every_protocol_refuses_in_its_shape(registry: Any, champ
         assert protocol.status_code == 503, protocol.text
         assert protocol.headers["retry-after"] == "1"
         assert set(protocol.json()) == {"error"} and "limit of 1" in protocol.json()["error"]
+    assert mlflow.status_code == 503 and mlflow.headers["retry-after"] == "1"
+    assert (
+        mlflow.json()["error_code"] == "TEMPORARILY_UNAVAILABLE" and "limit of 1" in mlflow.json()["message"]
+    )
+    assert mlflow.json()["request_id"] == mlflow.headers["x-request-id"]
     assert [p.status_code for p in probes] == [200] * len(probes)
     assert first.status_code == 200
     assert value(before, "requests_shed_total", reason="overloaded") == 0
-    assert value(during, "requests_shed_total", reason="overloaded") == 4
+    assert value(during, "requests_shed_total", reason="overloaded") == 5
     assert value(during, "requests_in_flight") == 1
-    assert value(during, "errors_total", code="overloaded") == 4
+    assert value(during, "errors_total", code="overloaded") == 5
     ok = {"model_name": MODEL, "model_version": "1", "outcome": "ok"}
     assert value(after, "predictions_total", **ok) == 1, "refusals are not predictions"
     assert sum(value(after, "predictions_total", **{**ok, "outcome": o}) for o in ("invalid", "error")) == 0

@@ -11,11 +11,10 @@ from model_api.admission import Ticket, budget_s
 from model_api.dataplane import DataPlane
 from model_api.errors import BadRequest, Expired, InvalidInput, Overloaded
 from model_api.metrics import Metrics
-from model_api.predictor import Predictor
 from model_api.registry import LoadedModel
 from model_api.settings import Settings
-from model_api.signature import build_input_schema
 from tests.unit.test_batching import Recording, batcher, parse, rows
+from tests.unit.test_dataplane import make_predictor
 
 
 @pytest.fixture
@@ -103,10 +102,11 @@ def test_the_batcher_skips_a_batch_of_only_expired_requests(champion: LoadedMode
 def test_a_plain_predictor_drops_an_expired_request_before_the_model(
     champion: LoadedModel, model: Recording
 ) -> None:
-    schema = build_input_schema(champion.model, champion.signature, champion.input_example)
     loaded = LoadedModel(**{**champion.__dict__, "model": model})
     metrics = Metrics()
-    predictor = Predictor(loaded, schema, threads=1, metrics=metrics)
+    predictor = make_predictor(loaded, metrics)
+    schema = predictor.schema
+    assert schema is not None
     late = Ticket(time.monotonic() - 1, 1.0, metrics.queue_depth)
     live = Ticket(time.monotonic() + 60, 60.0, metrics.queue_depth)
     try:
@@ -124,8 +124,7 @@ def test_the_data_plane_admits_up_to_its_bound(champion: LoadedModel) -> None:
     whatever way a request leaves."""
     metrics = Metrics()
     plane = DataPlane(Settings(max_in_flight=2), metrics)
-    schema = build_input_schema(champion.model, champion.signature, champion.input_example)
-    plane.serve(Predictor(champion, schema, threads=1, metrics=metrics))
+    plane.serve(make_predictor(champion, metrics))
     try:
         with plane.admit(), plane.admit():
             assert plane.full() and gauge(metrics, "requests_in_flight") == 2

@@ -17,7 +17,7 @@ from model_api.errors import ModelNotReady, PredictionFailed
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction
 from model_api.registry import LoadedModel
-from model_api.signature import build_input_schema
+from model_api.signature import model_spec
 
 
 class Recording:
@@ -46,11 +46,14 @@ def model(champion: LoadedModel) -> Recording:
 def batcher(
     champion: LoadedModel, model: Recording, max_rows: int = 64, threads: int = 1, max_wait_s: float = 0.002
 ) -> MicroBatcher:
-    schema = build_input_schema(champion.model, champion.signature, champion.input_example)
+    spec = model_spec(champion)
     loaded = LoadedModel(**{**champion.__dict__, "model": model})
-    return MicroBatcher(
-        loaded, schema, threads=threads, metrics=Metrics(), max_rows=max_rows, max_wait_s=max_wait_s
+    b = MicroBatcher(
+        loaded, spec, threads=threads, metrics=Metrics(), max_rows=max_rows, max_wait_s=max_wait_s
     )
+    assert not b.merges_rows, "the recording wrapper hides the forest"
+    b.merges_rows = True  # the forest inside answers each row alone, merged or not
+    return b
 
 
 def rows(n: int, seed: int) -> list[dict[str, Any]]:
@@ -193,3 +196,23 @@ def test_after_concurrent_batches_a_free_model_waits_for_the_round(
     asyncio.run(main())
     b.close()
     assert model.calls == [4, 4]
+
+
+def test_rows_of_a_linear_model_are_not_merged(champion: LoadedModel) -> None:
+    """A linear model's BLAS kernels differ by row count (a last-bit change): its requests run
+    alone; a forest's rows are merged."""
+    from sklearn.linear_model import LogisticRegression
+
+    from model_api.predictor import rows_are_exact_alone
+
+    frame, label = make_churn_table(200, seed=3)
+    linear = LogisticRegression(max_iter=500).fit(frame.select_dtypes("number"), label)
+    assert rows_are_exact_alone(champion.model)
+    assert not rows_are_exact_alone(linear)
+    forest = MicroBatcher(
+        champion, model_spec(champion), threads=1, metrics=Metrics(), max_rows=64, max_wait_s=0
+    )
+    try:
+        assert forest.merges_rows
+    finally:
+        forest.close()

@@ -1,3 +1,5 @@
+"""The input contract: records, rows and columns against the model's columns, into one batch."""
+
 from __future__ import annotations
 
 import math
@@ -6,15 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.models import infer_signature
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
 
-from model_api.api.openapi import feature_schema, predict_examples, predict_schemas
 from model_api.api.predict import parse_predict
-from model_api.contract import Batch, InputSchema, Kind
+from model_api.contract import Batch, Feature, InputSchema, Kind
 from model_api.errors import InvalidInput, TooManyRows
 from model_api.registry import LoadedModel
 from model_api.signature import build_input_schema
@@ -33,27 +29,6 @@ def row(schema: InputSchema, **overrides: Any) -> dict[str, Any]:
 
 def details(err: pytest.ExceptionInfo[InvalidInput]) -> list[dict[str, Any]]:
     return [d.to_dict() for d in err.value.details]
-
-
-def test_schema_follows_the_signature_order_and_types(schema: InputSchema) -> None:
-    assert schema.names[:2] == ("tenure_months", "monthly_charges")
-    kinds = {f.name: f.kind for f in schema.features}
-    assert kinds["tenure_months"] is Kind.LONG
-    assert kinds["monthly_charges"] is Kind.DOUBLE
-    assert kinds["contract"] is Kind.STRING
-    assert not schema.tensor
-
-
-def test_categories_come_from_the_fitted_encoder(schema: InputSchema) -> None:
-    contract = next(f for f in schema.features if f.name == "contract")
-    assert contract.categories == ("month-to-month", "one-year", "two-year")
-    assert contract.accepts_unknown is False
-
-
-def test_example_rows_are_the_models_input_example(schema: InputSchema, champion: LoadedModel) -> None:
-    assert champion.input_example is not None
-    assert len(schema.example) == len(champion.input_example)
-    assert schema.example[0]["tenure_months"] == int(champion.input_example.iloc[0]["tenure_months"])
 
 
 def test_records_and_rows_give_the_same_batch(schema: InputSchema) -> None:
@@ -185,62 +160,6 @@ def test_batches_concatenate_in_order(schema: InputSchema) -> None:
     assert merged.n_rows == 3 and merged.columns["age"] == [20, 30, 40]
 
 
-def test_openapi_schema_lists_features_types_and_categories(schema: InputSchema) -> None:
-    components = predict_schemas(schema, max_rows=50)
-    instance = components["Instance"]
-    assert instance["required"] == list(schema.names)
-    assert instance["properties"]["contract"]["enum"] == ["month-to-month", "one-year", "two-year"]
-    assert instance["properties"]["tenure_months"]["type"] == "integer"
-    assert components["PredictRequest"]["properties"]["instances"]["maxItems"] == 50
-    assert predict_examples(schema)["instances"]["value"]["instances"][0] == schema.example[0]
-
-
-def fit_small(handle_unknown: str) -> tuple[Any, Any, pd.DataFrame]:
-    frame = pd.DataFrame({"plan": ["a", "b", "a", "b"] * 10, "usage": np.arange(40, dtype=float)})
-    label = np.array([0, 1] * 20)
-    model = Pipeline(
-        [
-            (
-                "features",
-                ColumnTransformer(
-                    [("cat", OneHotEncoder(handle_unknown=handle_unknown), ["plan"])], remainder="passthrough"
-                ),
-            ),
-            ("model", LogisticRegression()),
-        ]
-    ).fit(frame, label)
-    return model, infer_signature(frame, label), frame.head(2)
-
-
-def test_unknown_category_is_accepted_when_the_model_ignores_unknowns() -> None:
-    model, signature, example = fit_small("ignore")
-    schema = build_input_schema(model, signature, example)
-    plan = schema.features[0]
-    assert plan.categories == ("a", "b") and plan.accepts_unknown
-    batch = schema.parse_records([{"plan": "zzz", "usage": 1.0}], 10)
-    assert model.predict(schema.to_model_input(batch)).shape == (1,)
-    assert "examples" in feature_schema(plan) and "enum" not in feature_schema(plan)
-
-
-def test_optional_columns_accept_null() -> None:
-    frame = pd.DataFrame({"x": [1.0, None, 3.0], "y": [1.0, 2.0, 3.0]})
-    signature = infer_signature(frame)
-    schema = build_input_schema(object(), signature, None)
-    assert [f.required for f in schema.features] == [False, True]
-    batch = schema.parse_records([{"x": None, "y": 1.0}, {"y": 2.0}], 10)
-    assert math.isnan(batch.columns["x"][0]) and batch.columns["x"][1] is not None
-
-
-def test_tensor_signature_takes_rows_as_an_array() -> None:
-    x = np.random.default_rng(0).normal(size=(30, 3))
-    y = (x[:, 0] > 0).astype(int)
-    model = LogisticRegression().fit(x, y)
-    schema = build_input_schema(model, infer_signature(x, y), None)
-    assert schema.tensor and schema.names == ("x0", "x1", "x2")
-    array = schema.to_model_input(schema.parse_rows([[0.1, 0.2, 0.3]], 10))
-    assert isinstance(array, np.ndarray) and array.shape == (1, 3)
-
-
 @pytest.mark.parametrize("name", ["<script>alert(1)</script>", "k" * 65, "tenure_mönths", "", "a\nb"])
 def test_an_unknown_name_that_is_not_plain_is_not_repeated(schema: InputSchema, name: str) -> None:
     with pytest.raises(InvalidInput) as err:
@@ -257,3 +176,49 @@ def test_a_plain_unknown_name_is_named(schema: InputSchema) -> None:
     with pytest.raises(InvalidInput) as err:
         schema.parse_records([row(schema, favourite_colour="red")], 10)
     assert details(err) == [{"row": 0, "field": "favourite_colour", "message": "unknown feature"}]
+
+
+# -- which new contracts still accept what clients of the old one send (reloads) ---------------------
+
+
+def contract_of(*features: Feature) -> InputSchema:
+    return InputSchema(tuple(features))
+
+
+OLD = contract_of(
+    Feature("tenure", Kind.LONG),
+    Feature("plan", Kind.STRING, categories=("a", "b"), accepts_unknown=False),
+    Feature("note", Kind.STRING, required=False),
+)
+
+
+def test_same_contract_is_compatible() -> None:
+    assert OLD.breaks_clients_of(OLD) == []
+
+
+def test_widening_an_integer_to_a_float_is_compatible() -> None:
+    new = contract_of(Feature("tenure", Kind.DOUBLE), *OLD.features[1:])
+    assert new.breaks_clients_of(OLD) == []
+
+
+def test_more_categories_are_compatible_fewer_are_not() -> None:
+    more = contract_of(
+        OLD.features[0],
+        Feature("plan", Kind.STRING, categories=("a", "b", "c"), accepts_unknown=False),
+        OLD.features[2],
+    )
+    fewer = contract_of(
+        OLD.features[0],
+        Feature("plan", Kind.STRING, categories=("a",), accepts_unknown=False),
+        OLD.features[2],
+    )
+    assert more.breaks_clients_of(OLD) == []
+    assert fewer.breaks_clients_of(OLD) == ["plan: no longer knows 1 category(ies)"]
+
+
+def test_breaking_changes_are_named() -> None:
+    renamed = contract_of(Feature("months", Kind.LONG), *OLD.features[1:])
+    assert "columns changed" in renamed.breaks_clients_of(OLD)[0]
+    narrowed = contract_of(Feature("tenure", Kind.STRING), OLD.features[1], Feature("note", Kind.STRING))
+    problems = narrowed.breaks_clients_of(OLD)
+    assert problems == ["tenure: type long became string", "note: became required"]

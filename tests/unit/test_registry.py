@@ -1,3 +1,6 @@
+"""The registry: resolve once and load by alias, version, latest, stage, run or folder; failures that
+say what to check; retries within the budget."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -5,52 +8,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from model_api.errors import InvalidModelURI, ModelLoadError
-from model_api.registry import RefKind, load_model, mlflow_uris, parse_model_uri
+from model_api.errors import ModelLoadError
+from model_api.registry import load_model, mlflow_uris
 from tests.support import Registry, free_port
-
-
-@pytest.mark.parametrize(
-    ("uri", "kind", "fields"),
-    [
-        ("models:/Churn@champion", RefKind.ALIAS, {"name": "Churn", "alias": "champion"}),
-        ("models:/Churn/3", RefKind.VERSION, {"name": "Churn", "version": "3"}),
-        ("models:/Churn/latest", RefKind.LATEST, {"name": "Churn"}),
-        ("models:/Churn/Production", RefKind.STAGE, {"name": "Churn", "stage": "Production"}),
-        ("models:/Churn/staging", RefKind.STAGE, {"name": "Churn", "stage": "Staging"}),
-        ("runs:/abc123/model", RefKind.RUN, {"run_id": "abc123", "path": "model"}),
-        ("/srv/models/churn", RefKind.PATH, {"path": "/srv/models/churn"}),
-        ("file:///srv/models/churn", RefKind.PATH, {"path": "/srv/models/churn"}),
-    ],
-)
-def test_parses_every_supported_form(uri: str, kind: RefKind, fields: dict[str, str]) -> None:
-    ref = parse_model_uri(uri)
-    assert ref.kind is kind
-    for key, value in fields.items():
-        assert getattr(ref, key) == value
-
-
-@pytest.mark.parametrize(
-    "uri",
-    [
-        "models:/Churn",
-        "models:/Churn/",
-        "models:/Churn/v2",
-        "models:/@x",
-        "runs:/abc",
-        "s3://bucket/model",
-        "",
-    ],
-)
-def test_refuses_unreadable_uris_naming_the_forms_that_work(uri: str) -> None:
-    with pytest.raises(InvalidModelURI) as err:
-        parse_model_uri(uri)
-    assert "models:/NAME@ALIAS" in str(err.value)
-
-
-def test_bare_name_error_explains_logged_model_ids() -> None:
-    with pytest.raises(InvalidModelURI, match="logged-model id"):
-        parse_model_uri("models:/ChurnPredictor")
 
 
 def test_loads_by_alias_with_registry_metadata(registry: Registry) -> None:

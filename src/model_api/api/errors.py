@@ -5,6 +5,9 @@
   Triton's clients parse, with the statuses the Open Inference Protocol gives: 400 for a request
   the server cannot use, 404 for a model it does not serve, 503 while loading or draining; 401,
   405, 413, 499 and 5xx keep their meaning.
+- MLflow's scoring protocol (/invocations) answers {"error_code": "...", "message": "..."}, the
+  keys MLflow's scoring server (and its clients) use, with the same statuses as the KServe
+  protocols (MLflow answers 400 for any input it refuses), and the request id besides.
 - An Overloaded refusal (503) carries `Retry-After: <seconds>` in every shape.
 
 Every answer records its error code in the request's scope state, where the access layer counts
@@ -35,10 +38,12 @@ from model_api.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    PredictionFailed,
     RequestTimeout,
     ServingError,
     Unauthorized,
     UnsupportedMediaType,
+    describe_error,
 )
 from model_api.responses import JSONResponse
 
@@ -72,6 +77,21 @@ def route_path(scope: Scope) -> str:
     if root and path.startswith(root):
         return path[len(root) :] or "/"
     return path
+
+
+MLFLOW_PATHS = frozenset(("/invocations",))
+_MLFLOW_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    405: "BAD_REQUEST",
+    413: "RESOURCE_LIMIT_EXCEEDED",
+    415: "BAD_REQUEST",
+    500: "INTERNAL_ERROR",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+"""MLflow's error codes (mlflow.protos.databricks_pb2) by HTTP status."""
 
 
 def is_protocol_path(scope: Scope) -> bool:
@@ -122,9 +142,21 @@ def _log(error: ServingError, request_id: str | None) -> None:
         logger.warning("%s (request_id=%s)", error.message, request_id)
         return
     cause = error.__cause__ or error
-    logger.error(
-        "%s (request_id=%s)", error.message, request_id, exc_info=(type(cause), cause, cause.__traceback__)
-    )
+    if not isinstance(error, PredictionFailed):  # our own failure: its traceback is ours to read
+        logger.error(
+            "%s (request_id=%s)",
+            error.message,
+            request_id,
+            exc_info=(type(cause), cause, cause.__traceback__),
+        )
+        return
+    # A model's exception text often quotes the rows it was given: the log gets its type and a
+    # masked first line; the full traceback only at debug level (README: "Debugging a model's errors").
+    logger.error("%s (request_id=%s): %s", error.message, request_id, describe_error(cause))
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "the full error (request_id=%s)", request_id, exc_info=(type(cause), cause, cause.__traceback__)
+        )
 
 
 def error_response(error: ServingError, scope: Scope, status: int | None = None) -> Response:
@@ -138,6 +170,16 @@ def error_response(error: ServingError, scope: Scope, status: int | None = None)
     if is_protocol_path(scope):
         code = status or status_of(error)
         return JSONResponse({"error": message_of(error)}, status_code=code, headers=headers)
+    if route_path(scope) in MLFLOW_PATHS:
+        # MLflow's scoring server answers 400 when the model raises on an input: its clients read
+        # a model failure as the input's fault, so /invocations does too (the code stays ours).
+        code = status or (400 if isinstance(error, PredictionFailed) else status_of(error))
+        body = {
+            "error_code": _MLFLOW_CODES.get(code, "BAD_REQUEST"),
+            "message": message_of(error),
+            "request_id": rid,
+        }
+        return JSONResponse(body, status_code=code, headers=headers)
     return JSONResponse(error_body(error, rid), status_code=status or error.status_code, headers=headers)
 
 

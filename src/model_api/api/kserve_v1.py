@@ -14,25 +14,23 @@ from starlette.responses import Response
 
 from model_api.api.body import DataPlaneDep, read_json
 from model_api.api.protocol import PREDICT_STATUSES, protocol_body, protocol_responses
-from model_api.contract import Records, Rows
 from model_api.dataplane import InferenceRequest
 from model_api.errors import BadRequest
 from model_api.responses import JSONResponse
+from model_api.rows import Instances
 
 router = APIRouter(prefix="/v1", tags=["inference protocol v1"])
 
 
 def parse_v1(payload: Any) -> InferenceRequest:
-    """{"instances": [...]}: records (objects) or rows in signature order (lists). Raises BadRequest."""
+    """{"instances": [...], "parameters": {...}}: records (objects) or rows in signature order
+    (lists), read as MLflow reads `instances`; `parameters` are the model's params. Raises BadRequest."""
     if type(payload) is not dict or "instances" not in payload:
         raise BadRequest("the body must be a JSON object with 'instances'")
     unknown = sorted(str(k)[:64] for k in payload if k not in ("instances", "parameters"))
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}; send 'instances'")
-    instances = payload["instances"]
-    if type(instances) is list and instances and type(instances[0]) is dict:
-        return InferenceRequest(Records(instances, "instances"))
-    return InferenceRequest(Rows(instances, "instances"))
+    return InferenceRequest(Instances(payload["instances"]), payload.get("parameters"))
 
 
 @router.get("/models", responses=protocol_responses(503))

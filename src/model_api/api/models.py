@@ -57,6 +57,11 @@ class ColumnInfo(BaseModel):
     required: bool
     categories: list[Any] | None = None
     accepts_unknown_categories: bool = True
+    shape: list[int] | None = Field(default=None, description="A tensor input's shape (-1: any size).")
+    spec: dict[str, Any] | None = Field(
+        default=None,
+        description="The input as MLflow's signature states it (pyfunc path), arrays and objects included.",
+    )
 
 
 class RolloutInfo(BaseModel):
@@ -83,7 +88,15 @@ class ModelInfo(BaseModel):
     source: str
     flavor: str
     estimator: str
+    path: str = Field(
+        description="contract: our checks and the raw estimator (merged batches, fast paths); "
+        "pyfunc: MLflow's own parsing, enforcement and pyfunc predict, one request per call."
+    )
     inputs: list[ColumnInfo]
+    params: Any = Field(
+        default=None, description="The model's ParamSchema: the params it takes, with defaults."
+    )
+    predict_fn: str = Field(description="The pyfunc predict function (pyfunc_predict_fn).")
     outputs: Any
     classes: list[Any] | None
     probabilities: bool

@@ -21,6 +21,23 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
 }
 
 
+PYFUNC_PREDICT_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "title": "PredictRequest",
+    "description": "Rows as records ('instances') or in signature order ('features'), read as MLflow's "
+    "dataframe_records and dataframe_split (instances for a tensor signature); 'params' for the model. "
+    "The model's signature, which MLflow enforces, is at /model/info.",
+    "properties": {
+        "instances": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+        "features": {"type": "array", "minItems": 1},
+        "params": {"type": "object"},
+        "return_probabilities": {"type": "boolean", "default": False},
+    },
+    "oneOf": [{"required": ["instances"]}, {"required": ["features"]}],
+    "additionalProperties": False,
+}
+
+
 def feature_schema(feature: Feature) -> dict[str, Any]:
     """One feature's JSON schema (OpenAPI 3.1)."""
     schema: dict[str, Any]
@@ -127,6 +144,10 @@ def install_openapi(app: FastAPI, plane: DataPlane, *, secured: bool) -> Callabl
         predictor = plane.predictor
         if predictor is None:  # before the model is loaded: a placeholder, not cached
             schemas["PredictRequest"] = {"type": "object", "title": "PredictRequest"}
+            return doc
+        if predictor.schema is None:  # the pyfunc path: MLflow enforces the signature (/model/info)
+            schemas["PredictRequest"] = PYFUNC_PREDICT_REQUEST
+            app.openapi_schema = doc
             return doc
         schemas.update(predict_schemas(predictor.schema, plane.settings.max_rows))
         body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]

@@ -10,10 +10,11 @@ from starlette.responses import Response
 from model_api.api.body import DataPlaneDep, read_json
 from model_api.api.errors import request_id_of
 from model_api.api.models import ERROR_RESPONSES, PredictResponse
-from model_api.contract import MAX_DETAILS, Records, Rows, unknown_detail
+from model_api.contract import MAX_DETAILS, unknown_detail
 from model_api.dataplane import InferenceRequest, InferenceResult
 from model_api.errors import ErrorDetail, InvalidInput
 from model_api.responses import JSONResponse
+from model_api.rows import Records, Rows
 
 router = APIRouter()
 
@@ -23,18 +24,18 @@ REQUEST_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
     }
 }
-FIELDS = ("instances", "features", "return_probabilities")
+FIELDS = ("instances", "features", "return_probabilities", "params")
 
 
 def parse_predict(payload: Any) -> InferenceRequest:
     """The /predict envelope: {"instances": [{...}]} (records) or {"features": [[...]]} (rows in
-    signature order), and "return_probabilities". Raises InvalidInput (422)."""
+    signature order), "return_probabilities", and the model's "params". Raises InvalidInput (422)."""
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object with 'instances' or 'features'")
     unknown = sorted(k for k in payload if k not in FIELDS)
     if unknown:
         raise InvalidInput(
-            "unknown top-level field(s); use 'instances' or 'features' and 'return_probabilities'",
+            "unknown top-level field(s); use 'instances' or 'features', 'return_probabilities' and 'params'",
             [unknown_detail("unknown field", k) for k in unknown[:MAX_DETAILS]],
         )
     proba = payload.get("return_probabilities", False)
@@ -45,9 +46,10 @@ def parse_predict(payload: Any) -> InferenceRequest:
         )
     if ("instances" in payload) == ("features" in payload):
         raise InvalidInput("send exactly one of 'instances' (records) or 'features' (rows)")
+    params = payload.get("params")
     if "instances" in payload:
-        return InferenceRequest(Records(payload["instances"], "instances"), proba)
-    return InferenceRequest(Rows(payload["features"], "features"), proba)
+        return InferenceRequest(Records(payload["instances"], "instances"), params, proba)
+    return InferenceRequest(Rows(payload["features"], "features"), params, proba)
 
 
 def render_predict(result: InferenceResult, request_id: str | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ _MEANINGS = {
     400: "The request cannot be used: not JSON, the wrong shape, or rows that break the signature.",
     404: "The model (or version) named is not the one served here.",
     413: "The body or the number of rows is over the limit.",
+    415: "The body is not sent as a media type the route reads.",
     500: "The model failed; the request id is in the log.",
     503: "The model is loading or the service is draining.",
     504: "The prediction took longer than the request timeout.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -54,6 +55,7 @@ async def model_info(request: Request, plane: DataPlaneDep) -> ModelInfo:
         source=loaded.source,
         flavor=loaded.flavor,
         estimator=loaded.estimator_class,
+        path="contract" if predictor.schema is not None else "pyfunc",
         inputs=[
             ColumnInfo(
                 name=f.name,
@@ -63,15 +65,38 @@ async def model_info(request: Request, plane: DataPlaneDep) -> ModelInfo:
                 accepts_unknown_categories=f.accepts_unknown,
             )
             for f in predictor.schema.features
-        ],
+        ]
+        if predictor.schema is not None
+        else _signature_inputs(signature),
+        params=signature.params.to_dict() if signature is not None and signature.params else None,
+        predict_fn=loaded.predict_fn,
         outputs=outputs,
         classes=predictor.classes or None,
         probabilities=predictor.has_probabilities,
-        input_example=list(predictor.schema.example),
+        input_example=list(predictor.schema.example) if predictor.schema is not None else [],
         loaded_at=loaded.loaded_at,
         load_seconds=round(loaded.load_seconds, 3),
         rollout=RolloutInfo(**dataclasses.asdict(rollout.status)) if rollout is not None else None,
     )
+
+
+def _signature_inputs(signature: Any) -> list[ColumnInfo]:
+    """The inputs MLflow enforces, for a model on the pyfunc path: columns or tensors."""
+    if signature is None or signature.inputs is None:
+        return []
+    out = []
+    for i, spec in enumerate(signature.inputs.to_dict()):
+        shape = spec.get("tensor-spec", {}).get("shape") if "tensor-spec" in spec else None
+        out.append(
+            ColumnInfo(
+                name=str(spec.get("name", f"input-{i}")),
+                type=str(spec.get("type")),
+                required=bool(spec.get("required", True)),
+                shape=shape,
+                spec=spec,
+            )
+        )
+    return out
 
 
 @router.get(

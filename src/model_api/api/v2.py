@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from model_api import __version__
-from model_api.api import v2_codec
+from model_api.api import v2_codec, v2_metadata
 from model_api.api.body import DataPlaneDep, read_json
 from model_api.api.errors import request_id_of
 from model_api.api.protocol import PREDICT_STATUSES, protocol_body, protocol_responses
@@ -46,7 +46,7 @@ async def server_ready(plane: DataPlaneDep) -> dict[str, bool]:
 @router.get("/models/{name}/versions/{version}", responses=protocol_responses(404, 503))
 async def model_metadata(name: str, plane: DataPlaneDep, version: str | None = None) -> dict[str, Any]:
     """The model's inputs and outputs, from its signature; 404 for a model or version not served."""
-    return v2_codec.model_metadata(plane.lookup(name, version))
+    return v2_metadata.model_metadata(plane.lookup(name, version))
 
 
 @router.get("/models/{name}/ready", responses=protocol_responses(404, 503))

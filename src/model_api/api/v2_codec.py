@@ -20,10 +20,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from model_api.contract import Batch, InputSchema, Kind
 from model_api.dataplane import InferenceRequest, InferenceResult
 from model_api.errors import BadRequest, ErrorDetail, InvalidInput, TooManyRows
-from model_api.predictor import Predictor
+from model_api.inputs import ModelInput, ModelSpec, parse_mlflow_json
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
@@ -43,6 +46,25 @@ KIND_DATATYPE = {
 }
 
 _REQUEST_KEYS = frozenset(("id", "parameters", "inputs", "outputs"))
+_NUMPY = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+RESERVED_PARAMETERS = frozenset(
+    ("content_type", "headers", "binary_data_output", "binary_data", "binary_data_size", "classification")
+)
+"""Request parameters the Open Inference Protocol and its extensions (Triton's binary data) reserve for
+themselves; the rest are the model's params."""
 MAX_INPUTS = 1024
 """Most input tensors one request may carry (one per feature column)."""
 _INPUT_KEYS = frozenset(("name", "shape", "datatype", "parameters", "data"))
@@ -66,7 +88,10 @@ class V2Inputs:
 
     tensors: tuple[Tensor, ...]
 
-    def to_batch(self, schema: InputSchema, max_rows: int) -> Batch:
+    def to_model_input(self, spec: ModelSpec, params: dict[str, Any] | None, max_rows: int) -> ModelInput:
+        if spec.contract is None:
+            return parse_mlflow_json(self._mlflow_form(spec) | {"params": params}, spec, max_rows)
+        schema = spec.contract
         known = set(schema.names)
         names = [t.name for t in self.tensors]
         if all(n in known for n in names):
@@ -78,6 +103,35 @@ class V2Inputs:
             f"unknown input(s): {strangers}; send one input per feature ({', '.join(schema.names)}) "
             "or a single 2-D input in that order"
         )
+
+    def _mlflow_form(self, spec: ModelSpec) -> dict[str, Any]:
+        """The tensors in MLflow's scoring protocol, as MLServer's MLflow runtime maps them:
+        named tensors for a tensor signature (`inputs`), columns of a table otherwise."""
+        schema = spec.input_schema
+        if schema is not None and schema.is_tensor_spec():
+            arrays: dict[str, np.ndarray] = {
+                t.name: np.asarray(t.data, dtype=_NUMPY.get(t.datatype, object)).reshape(t.shape)
+                for t in self.tensors
+            }
+            if len(arrays) == 1 and not schema.has_input_names():
+                return {"inputs": next(iter(arrays.values())).tolist()}
+            return {"inputs": {name: a.tolist() for name, a in arrays.items()}}
+        if len(self.tensors) == 1 and len(self.tensors[0].shape) == 2 and self.tensors[0].shape[1] > 1:
+            t = self.tensors[0]
+            width = t.shape[1]
+            rows = [t.data[i * width : (i + 1) * width] for i in range(t.shape[0])]
+            names = (
+                schema.input_names()
+                if schema is not None and schema.has_input_names()
+                else list(range(width))
+            )
+            return {"dataframe_split": {"columns": names, "data": rows}}
+        counts = {t.shape[0] for t in self.tensors}
+        if len(counts) > 1:
+            raise InvalidInput(f"every input must have the same number of rows; got {sorted(counts)}")
+        columns = [t.name for t in self.tensors]
+        rows = [list(r) for r in zip(*(t.data for t in self.tensors), strict=True)]
+        return {"dataframe_split": {"columns": columns, "data": rows}}
 
 
 @dataclass(frozen=True)
@@ -220,8 +274,10 @@ def parse_infer(payload: Any) -> V2Request:
     request_id = payload.get("id")
     if request_id is not None and type(request_id) is not str:
         raise BadRequest("id must be a string")
-    if type(payload.get("parameters", {})) is not dict:
+    parameters = payload.get("parameters", {})
+    if type(parameters) is not dict:
         raise BadRequest("parameters must be an object")
+    params = {k: v for k, v in parameters.items() if k not in RESERVED_PARAMETERS} or None
     raw_inputs = payload.get("inputs")
     if type(raw_inputs) is not list or not raw_inputs:
         raise BadRequest("inputs must be a non-empty list of tensors")
@@ -233,7 +289,10 @@ def parse_infer(payload: Any) -> V2Request:
     if len(set(names)) != len(names):
         raise BadRequest("input names must be unique")
     inference = InferenceRequest(
-        V2Inputs(tensors), return_probabilities=PREDICT_PROBA in outputs, probabilities_field="outputs"
+        V2Inputs(tensors),
+        params,
+        return_probabilities=PREDICT_PROBA in outputs,
+        probabilities_field="outputs",
     )
     return V2Request(request_id, inference, outputs)
 
@@ -257,9 +316,10 @@ def encode_outputs(request: V2Request, result: InferenceResult) -> list[dict[str
     n_rows = result.n_rows
     out: list[dict[str, Any]] = []
     for name in request.outputs:
-        if name == PREDICT:
-            labels = result.prediction.labels
-            out.append({"name": PREDICT, "datatype": datatype_of(labels), "shape": [n_rows], "data": labels})
+        if name == PREDICT and result.prediction.output is not None:
+            out.extend(encode_output(result.prediction.output))
+        elif name == PREDICT:
+            out.append(_tensor_of(PREDICT, result.prediction.labels))
         else:
             proba = result.prediction.probabilities
             assert proba is not None, "asked for, so computed"
@@ -270,39 +330,27 @@ def encode_outputs(request: V2Request, result: InferenceResult) -> list[dict[str
     return out
 
 
-def model_metadata(predictor: Predictor) -> dict[str, Any]:
-    """The model's inputs and outputs from its signature; -1 stands for the number of rows."""
-    inputs = [
-        {"name": f.name, "datatype": KIND_DATATYPE[f.kind], "shape": [-1]} for f in predictor.schema.features
-    ]
-    outputs: list[dict[str, Any]] = [{"name": PREDICT, "datatype": _label_datatype(predictor), "shape": [-1]}]
-    if predictor.has_probabilities:
-        outputs.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(predictor.classes)]})
-    return {
-        "name": predictor.name,
-        "versions": [predictor.version] if predictor.version is not None else [],
-        "platform": f"mlflow_{predictor.loaded.flavor}",
-        "inputs": inputs,
-        "outputs": outputs,
-        "parameters": {"content_type": "pd"},
-    }
+def _tensor_of(name: str, values: Any) -> dict[str, Any]:
+    """One response tensor from an array-like: its shape, its datatype, its data flattened."""
+    array = np.asarray(values)
+    if array.dtype.kind in "OUSMm":
+        data = [v.isoformat() if hasattr(v, "isoformat") else v for v in array.ravel().tolist()]
+        return {"name": name, "datatype": datatype_of(data), "shape": list(array.shape), "data": data}
+    datatype = {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}.get(array.dtype.kind, "BYTES")
+    if array.dtype == np.float32:
+        datatype = "FP32"
+    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": array.ravel().tolist()}
 
 
-_MLFLOW_DATATYPE = {k.value: v for k, v in KIND_DATATYPE.items()}
-_NUMPY_DATATYPE = {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}
-
-
-def _label_datatype(predictor: Predictor) -> str:
-    if predictor.classes:
-        return datatype_of(predictor.classes)
-    signature = predictor.loaded.signature
-    specs = getattr(getattr(signature, "outputs", None), "inputs", None) or []
-    if specs:
-        spec_type = getattr(specs[0], "type", None)
-        name = str(getattr(spec_type, "name", "")).lower()
-        if name in _MLFLOW_DATATYPE:
-            return _MLFLOW_DATATYPE[name]
-        kind = getattr(spec_type, "kind", "")
-        if kind in _NUMPY_DATATYPE:
-            return _NUMPY_DATATYPE[kind]
-    return "FP64"
+def encode_output(output: Any) -> list[dict[str, Any]]:
+    """A pyfunc model's output as response tensors: a DataFrame one tensor per column (its own
+    datatype and shape), a dict one per key, anything else one `predict` tensor of its shape."""
+    if isinstance(output, pd.DataFrame):
+        return [_tensor_of(str(c), output[c].to_numpy()) for c in output.columns]
+    if isinstance(output, dict):
+        return [_tensor_of(str(k), v) for k, v in output.items()]
+    if isinstance(output, pd.Series):
+        return [_tensor_of(PREDICT, output.to_numpy())]
+    if isinstance(output, str | bytes | int | float | bool):
+        return [_tensor_of(PREDICT, [output])]
+    return [_tensor_of(PREDICT, output)]

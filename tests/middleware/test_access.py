@@ -1,4 +1,4 @@
-"""Metrics, access logs and request ids of the service, in process on the real demo registry."""
+"""The metrics and access layer: HTTP metrics by route template, errors by code, one access line."""
 
 from __future__ import annotations
 
@@ -11,41 +11,20 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from model_api.logs import JsonFormatter
 from model_api.main import create_app
-from model_api.metrics import Metrics
 from model_api.registry import LoadedModel
 from model_api.settings import Settings
 from tests.api.test_api import Gated, records
-from tests.support import server_in_thread
+from tests.support import Registry, metric_samples, metric_value, server_in_thread
 
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    return samples(text).get((name, frozenset(labels.items())), 0.0)
+KEY = "access-key-0123456789"
 
 
 def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "model_api.access"]
-
-
-def test_model_info_load_and_readiness(client: TestClient, champion: LoadedModel) -> None:
-    text = client.get("/metrics").text
-    model = {"model_name": "ChurnPredictor", "model_version": "1"}
-    info = {**model, "alias": "champion", "run_id": str(champion.run_id)}
-    assert value(text, "model_info", **info) == 1.0
-    assert value(text, "model_ready") == 1.0
-    assert value(text, "model_load_duration_seconds", **model) > 0
-    assert value(text, "model_last_load_timestamp_seconds", **model) > 1.7e9
 
 
 def test_errors_are_counted_by_code(client: TestClient) -> None:
@@ -54,9 +33,53 @@ def test_errors_are_counted_by_code(client: TestClient) -> None:
     client.post("/predict", content=b"{", headers={"Content-Type": "application/json"})
     client.get("/no/such/route")
     text = client.get("/metrics").text
-    assert value(text, "errors_total", code="invalid_input") == 1.0
-    assert value(text, "errors_total", code="malformed_json") == 2.0
-    assert value(text, "errors_total", code="not_found") == 1.0
+    assert metric_value(text, "errors_total", code="invalid_input") == 1.0
+    assert metric_value(text, "errors_total", code="malformed_json") == 2.0
+    assert metric_value(text, "errors_total", code="not_found") == 1.0
+
+
+def test_guard_refusals_are_counted_like_any_answer(registry: Registry) -> None:
+    """The metrics layer sits outside the guards: a 401, a 413 refused on its declared length and a
+    415 each show in errors_total and http_requests_total (before 8bf17ce they were in neither)."""
+    settings = Settings(tracking_uri=registry.tracking_uri, api_keys=SecretStr(KEY), max_body_bytes=4096)
+    key = {"X-API-Key": KEY}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        answers = [
+            client.post("/predict", json={"instances": [{}]}),
+            client.post(
+                "/predict",
+                content=b"{" + b" " * 5000 + b"}",
+                headers={**key, "content-type": "application/json"},
+            ),
+            client.post("/predict", content=b"{}", headers={**key, "content-type": "text/plain"}),
+        ]
+        assert [a.status_code for a in answers] == [401, 413, 415]
+        text = client.get("/metrics").text
+    for status, code in [
+        ("401", "unauthorized"),
+        ("413", "payload_too_large"),
+        ("415", "unsupported_media_type"),
+    ]:
+        assert metric_value(text, "errors_total", code=code) == 1.0, code
+        assert (
+            metric_value(text, "http_requests_total", handler="/predict", method="POST", status=status) == 1.0
+        )
+
+
+def test_protocol_errors_are_counted_by_code(client: TestClient) -> None:
+    """A V1 and a V2 400 each count in errors_total (before 8bf17ce neither did)."""
+    v1 = client.post("/v1/models/ChurnPredictor:predict", json={"instances": []})
+    v2 = client.post("/v2/models/ChurnPredictor/infer", json={"inputs": [], "extra": 1})
+    assert (v1.status_code, v2.status_code) == (400, 400)
+    text = client.get("/metrics").text
+    counted = {
+        dict(labels)["code"]: count
+        for (name, labels), count in metric_samples(text).items()
+        if name == "errors_total"
+    }
+    assert counted == {"invalid_input": 1.0, "bad_request": 1.0}, counted
+    for handler in ["/v1/models/{name}:predict", "/v2/models/{name}/infer"]:
+        assert metric_value(text, "http_requests_total", handler=handler, method="POST", status="400") == 1.0
 
 
 def test_labels_are_route_templates_never_paths_or_ids(client: TestClient) -> None:
@@ -64,7 +87,7 @@ def test_labels_are_route_templates_never_paths_or_ids(client: TestClient) -> No
     client.get("/docs-assets/swagger-ui.css")
     text = client.get("/metrics").text
     assert "4711" not in text and "rid-never-a-label" not in text and "swagger-ui.css" not in text
-    handlers = {dict(labels).get("handler") for (_, labels) in samples(text)} - {None}
+    handlers = {dict(labels).get("handler") for (_, labels) in metric_samples(text)} - {None}
     assert handlers <= {"/predict", "/health", "/ready", "/model/info", "/metrics", "/docs-assets", "none"}
     assert "/docs-assets" in handlers and "none" in handlers
 
@@ -102,18 +125,6 @@ def test_json_lines_carry_the_access_fields() -> None:
     }
 
 
-def test_observe_batch_fills_the_batch_and_queue_histograms() -> None:
-    metrics = Metrics()
-    metrics.observe_batch("M", "3", rows=5, queue_wait_s=0.002)
-    metrics.observe_batch("M", "3", rows=40, queue_wait_s=0.020)
-    text = metrics.render().decode()
-    labels = {"model_name": "M", "model_version": "3"}
-    assert value(text, "model_batch_size_count", **labels) == 2
-    assert value(text, "model_batch_size_sum", **labels) == 45
-    assert value(text, "model_batch_size_bucket", **labels, le="8.0") == 1
-    assert value(text, "queue_wait_seconds_bucket", **labels, le="0.0025") == 1
-
-
 def test_requests_in_progress_by_route(registry: Any, champion: LoadedModel) -> None:
     gated = Gated(champion.model)
     app = create_app(
@@ -134,6 +145,6 @@ def test_requests_in_progress_by_route(registry: Any, champion: LoadedModel) -> 
             gated.gate.set()
             caller.join(30)
         after = httpx.get(f"{url}/metrics", timeout=5).text
-    assert value(during, "http_requests_inprogress", handler="/predict", method="POST") == 1.0
-    assert value(after, "http_requests_inprogress", handler="/predict", method="POST") == 0.0
-    assert value(after, "model_ready") == 1.0
+    assert metric_value(during, "http_requests_inprogress", handler="/predict", method="POST") == 1.0
+    assert metric_value(after, "http_requests_inprogress", handler="/predict", method="POST") == 0.0
+    assert metric_value(after, "model_ready") == 1.0
