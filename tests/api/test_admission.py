@@ -103,6 +103,7 @@ def test_past_the_bound_every_protocol_refuses_in_its_shape(registry: Any, champ
             for path in (
                 "/health",
                 "/ready",
+                "/ping",
                 "/v2/health/ready",
                 "/v2/health/live",
                 "/model/info",
@@ -154,11 +155,15 @@ def test_under_the_bound_requests_queue_and_are_answered(registry: Any, champion
         try:
             wait_until(lambda: value(held.metrics(), "queue_depth") == 1, 10, "the second request to queue")
             during = held.metrics()
+            # Busy (the model running, a request queued) is still ready: readiness is about
+            # whether this pod can serve, not whether it is idle (see the README's Overload).
+            ready = httpx.get(f"{held.url}/ready", timeout=10)
             refused = httpx.post(f"{held.url}/predict", json={"instances": held.rows}, timeout=10)
         finally:
             held.release()
             caller.join(30)
     assert value(during, "requests_in_flight") == 2
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
     assert refused.status_code == 503
     assert second["r"].status_code == 200
     assert len(held.model.calls) == 2
