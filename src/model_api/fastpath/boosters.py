@@ -1,0 +1,124 @@
+"""XGBoost and LightGBM (scikit-learn API) evaluators: treelite GTIL first, the library itself second.
+
+Each repeats the wrapper's own last steps on the booster's output: XGBClassifier labels are
+`probability > 0.5` (binary) or argmax, probabilities `xgboost.sklearn._cls_predict_proba`
+(float32, as the model returns them); LGBMClassifier stacks `1.0 - p, p` (float64) and maps
+argmax through its label encoder (`lightgbm/sklearn.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from model_api.fastpath.preprocess import Unsupported
+from model_api.fastpath.trees import Evaluator, Result
+
+
+def _xgb_thresholds(booster: Any) -> dict[int, np.ndarray]:
+    frame = booster.trees_to_dataframe()
+    splits = frame[frame["Feature"] != "Leaf"]
+    names = booster.feature_names
+    position = {n: i for i, n in enumerate(names)} if names else {}
+    found: dict[int, np.ndarray] = {}
+    for feature, group in splits.groupby("Feature"):
+        name = str(feature)
+        index = position.get(name, int(name[1:]) if name.startswith("f") and name[1:].isdigit() else -1)
+        if index < 0:
+            raise Unsupported(f"an XGBoost split on an unknown feature {name!r}")
+        found[index] = np.unique(group["Split"].to_numpy(dtype=np.float64))
+    return found
+
+
+def _lgb_thresholds(booster: Any) -> dict[int, np.ndarray]:
+    found: dict[int, list[float]] = {}
+    for tree in booster.dump_model()["tree_info"]:
+        stack = [tree["tree_structure"]]
+        while stack:
+            node = stack.pop()
+            if "split_feature" not in node:
+                continue
+            if node.get("decision_type", "<=") != "<=":
+                raise Unsupported("LightGBM categorical splits")
+            found.setdefault(int(node["split_feature"]), []).append(float(node["threshold"]))
+            stack += [node["left_child"], node["right_child"]]
+    return {f: np.unique(np.asarray(v)) for f, v in found.items()}
+
+
+def xgboost_candidates(est: Any) -> list[Callable[[], Evaluator]]:
+    from xgboost.sklearn import _cls_predict_proba
+
+    classifier = hasattr(est, "classes_")
+    objective = str(est.objective)
+    if classifier and not objective.startswith(("binary:logistic", "multi:softprob")):
+        raise Unsupported(f"XGBoost objective {objective}")
+    booster = est.get_booster()
+    thresholds = _xgb_thresholds(booster)
+    n_classes = int(getattr(est, "n_classes_", 0))
+
+    def finish(out: np.ndarray, probabilities: bool) -> Result:
+        if not classifier:
+            return out, None
+        if out.ndim > 1 and n_classes != 2:
+            labels = np.argmax(out, axis=1)
+        else:
+            labels = np.repeat(0, out.shape[0])
+            labels[out > 0.5] = 1
+        return labels, _cls_predict_proba(n_classes, out, np.vstack) if probabilities else None
+
+    def with_treelite() -> Evaluator:
+        import treelite
+
+        model = treelite.frontend.from_xgboost(booster)
+
+        def run(X: np.ndarray, probabilities: bool) -> Result:
+            out = treelite.gtil.predict(model, X.astype(np.float32), nthread=1)
+            out = out.reshape(X.shape[0], -1)
+            return finish(out[:, 0] if out.shape[1] == 1 else out, probabilities)
+
+        return Evaluator("treelite GTIL", run, classifier, True, thresholds)
+
+    def with_library() -> Evaluator:
+        def run(X: np.ndarray, probabilities: bool) -> Result:
+            out = booster.inplace_predict(X.astype(np.float32), validate_features=False)
+            return finish(out, probabilities)
+
+        return Evaluator("xgboost inplace_predict", run, classifier, True, thresholds)
+
+    return [with_treelite, with_library]
+
+
+def lightgbm_candidates(est: Any) -> list[Callable[[], Evaluator]]:
+    classifier = hasattr(est, "classes_")
+    booster = est.booster_
+    if callable(est._objective):
+        raise Unsupported("a LightGBM model with a custom objective")
+    thresholds = _lgb_thresholds(booster)
+
+    def finish(out: np.ndarray, probabilities: bool) -> Result:
+        if not classifier:
+            return out, None
+        proba = np.vstack((1.0 - out, out)).transpose() if out.ndim == 1 else out
+        return est._le.inverse_transform(np.argmax(proba, axis=1)), proba if probabilities else None
+
+    def with_treelite() -> Evaluator:
+        import treelite
+
+        model = treelite.frontend.from_lightgbm(booster)
+
+        def run(X: np.ndarray, probabilities: bool) -> Result:
+            out = np.asarray(treelite.gtil.predict(model, X, nthread=1)).reshape(X.shape[0], -1)
+            return finish(out[:, 0] if out.shape[1] == 1 else out, probabilities)
+
+        return Evaluator("treelite GTIL", run, classifier, False, thresholds)
+
+    def with_library() -> Evaluator:
+        def run(X: np.ndarray, probabilities: bool) -> Result:
+            out = booster.predict(X, validate_features=False)
+            return finish(np.asarray(out), probabilities)
+
+        return Evaluator("lightgbm Booster.predict", run, classifier, False, thresholds)
+
+    return [with_treelite, with_library]
