@@ -8,28 +8,33 @@ argmax through its label encoder (`lightgbm/sklearn.py`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from model_api.fastpath.preprocess import Unsupported
-from model_api.fastpath.trees import Evaluator, Result
+from model_api.fastpath.trees import Evaluator, Result, threads
 
 
 def _xgb_thresholds(booster: Any) -> dict[int, np.ndarray]:
-    frame = booster.trees_to_dataframe()
-    splits = frame[frame["Feature"] != "Leaf"]
     names = booster.feature_names
     position = {n: i for i, n in enumerate(names)} if names else {}
-    found: dict[int, np.ndarray] = {}
-    for feature, group in splits.groupby("Feature"):
-        name = str(feature)
-        index = position.get(name, int(name[1:]) if name.startswith("f") and name[1:].isdigit() else -1)
-        if index < 0:
-            raise Unsupported(f"an XGBoost split on an unknown feature {name!r}")
-        found[index] = np.unique(group["Split"].to_numpy(dtype=np.float64))
-    return found
+    found: dict[int, list[float]] = {}
+    for dump in booster.get_dump(dump_format="json"):
+        stack = [json.loads(dump)]
+        while stack:
+            node = stack.pop()
+            stack += node.get("children", [])
+            if "split_condition" not in node:  # a leaf, or a split on an indicator (boolean)
+                continue
+            name = str(node["split"])
+            index = position.get(name, int(name[1:]) if name[:1] == "f" and name[1:].isdigit() else -1)
+            if index < 0:
+                raise Unsupported("an XGBoost split on a feature it does not name")
+            found.setdefault(index, []).append(float(node["split_condition"]))
+    return {f: np.unique(np.asarray(v)) for f, v in found.items()}
 
 
 def _lgb_thresholds(booster: Any) -> dict[int, np.ndarray]:
@@ -74,7 +79,7 @@ def xgboost_candidates(est: Any) -> list[Callable[[], Evaluator]]:
         model = treelite.frontend.from_xgboost(booster)
 
         def run(X: np.ndarray, probabilities: bool) -> Result:
-            out = treelite.gtil.predict(model, X.astype(np.float32), nthread=1)
+            out = treelite.gtil.predict(model, X.astype(np.float32), nthread=threads(X))
             out = out.reshape(X.shape[0], -1)
             return finish(out[:, 0] if out.shape[1] == 1 else out, probabilities)
 
@@ -109,7 +114,7 @@ def lightgbm_candidates(est: Any) -> list[Callable[[], Evaluator]]:
         model = treelite.frontend.from_lightgbm(booster)
 
         def run(X: np.ndarray, probabilities: bool) -> Result:
-            out = np.asarray(treelite.gtil.predict(model, X, nthread=1)).reshape(X.shape[0], -1)
+            out = np.asarray(treelite.gtil.predict(model, X, nthread=threads(X))).reshape(X.shape[0], -1)
             return finish(out[:, 0] if out.shape[1] == 1 else out, probabilities)
 
         return Evaluator("treelite GTIL", run, classifier, False, thresholds)

@@ -80,6 +80,10 @@ class FastPath:
         self.fallbacks = 0
         """Requests handed to the model (each raised, or answered, as the model does)."""
 
+    def dtype(self, name: str) -> np.dtype[Any]:
+        """The dtype the server's conversion gives this column."""
+        return dict(self._columns)[name]
+
     def evaluate(
         self, columns: Mapping[str, Sequence[Any]], probabilities: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -210,11 +214,14 @@ def _check(
     for j, c in enumerate(specs):
         nan_row = dict(base) | {c.name: [math.nan]}
         unknown_row = dict(base) | {c.name: [verify.UNKNOWN]}
-        nan_ok = c.kind != "boolean" and not verify.refuses(model, to_frame, nan_row)
+        # NaN arrives in double, float and string columns, and in optional integer ones (float64).
+        nan_ok = fast.dtype(c.name).kind in "fO" and not verify.refuses(model, to_frame, nan_row)
         unknown_ok = c.kind == "string" and not verify.refuses(model, to_frame, unknown_row)
-        for row, ok in ((nan_row, nan_ok), (unknown_row, unknown_ok or c.kind != "string")):
+        probes = [(nan_row, nan_ok or fast.dtype(c.name).kind not in "fO", "NaN")]
+        probes.append((unknown_row, unknown_ok or c.kind != "string", "new category"))
+        for row, ok, what in probes:
             if not ok and not _falls_back(fast, row):
-                return f"the model refuses a {'NaN' if row is nan_row else 'new category'} in {c.name}; the fast path answers"
+                return f"the model refuses a {what} in {c.name}; the fast path answers"
         cols.append(verify.Column(c.name, c.kind, nan_ok, unknown_ok, categories.get(j, ())))
     edges = verify.threshold_values(evaluator.thresholds, prep.origins, cols, evaluator.float32)
     rows = verify.random_rows(cols, edges, n_rows, rng)
@@ -225,7 +232,10 @@ def _check(
     verify.place_edges(rows, cols, edges)
     for start in range(0, n_rows, chunk):
         part = {k: v[start : start + chunk] for k, v in rows.items()}
-        expected = verify.model_answers(model, to_frame(part), fast.has_probabilities)
+        try:
+            expected = verify.model_answers(model, to_frame(part), fast.has_probabilities)
+        except (ValueError, TypeError, KeyError) as exc:
+            return f"the model refused rows built from its thresholds ({type(exc).__name__})"
         try:
             got = fast.evaluate(part, fast.has_probabilities)
         except Fallback as exc:

@@ -278,7 +278,7 @@ def _column_transformer(step: Any, origins: Origins, names: Sequence[str] | None
             continue
         sub = [origins[j] for j in picks]
         sub_names = [names[j] for j in picks] if names is not None else None
-        inner = None if transformer == "passthrough" else compile_steps([transformer], sub, sub_names)
+        inner = None if _identity(transformer) else compile_steps([transformer], sub, sub_names)
         parts.append((picks, inner))
 
     def run(cols: Cols) -> Cols:
@@ -294,14 +294,22 @@ def _column_transformer(step: Any, origins: Origins, names: Sequence[str] | None
     return Step(run, out_origins)
 
 
+def _identity(step: Any) -> bool:
+    """'passthrough', None, or a FunctionTransformer without a function (what ColumnTransformer's
+    remainder='passthrough' becomes once fitted)."""
+    if step is None or (isinstance(step, str) and step == "passthrough"):
+        return True
+    return type(step).__name__ == "FunctionTransformer" and step.func is None and not step.validate
+
+
 def compile_steps(steps: Sequence[Any], origins: Origins, names: Sequence[str] | None) -> Step:
     """Chain fitted transformers (or nested Pipelines) into one Step; raises Unsupported."""
     chain: list[Step] = []
     current = list(origins)
     for step in steps:
-        if step is None or (isinstance(step, str) and step == "passthrough"):
-            continue
         kind = type(step).__name__
+        if _identity(step):
+            continue
         if kind == "Pipeline":
             compiled = compile_steps([s for _, s in step.steps], current, names)
         elif kind == "ColumnTransformer":

@@ -5,9 +5,13 @@ a preprocessed float64 matrix [n_rows, n_features]; the builder keeps the first 
 finds bit-exact. Each evaluator feeds its trees the input type their trainer used: float32-rounded
 for scikit-learn's tree models and XGBoost, float64 for HistGradientBoosting and LightGBM.
 
-- RandomForest / ExtraTrees: treelite GTIL (sums the trees' class fractions from zero in tree
-  order and divides by the tree count, as `ForestClassifier.predict_proba` does), else the stacked
-  numpy evaluator.
+- RandomForest / ExtraTrees: each tree's own `tree_.apply` (scikit-learn's Cython walk, so the
+  comparisons and NaN routing are the model's) and the leaf values summed from zero in tree order,
+  then divided by the tree count, as `ForestClassifier.predict_proba` does. treelite GTIL is exact
+  too and is the second choice: measured on the demo forest (100 trees, depth 12) it takes
+  0.044 ms for 1 row against 0.20 ms here, but 1.4 ms for 64 rows against 0.8 ms, and 1.9 s for
+  50k rows against 0.4 s, which would make the load-time check of 200k rows take over 8 s.
+  The stacked numpy evaluator is the third.
 - GradientBoosting, HistGradientBoosting: the stacked numpy evaluator (see `stacked.py` for why),
   with the model's own `_loss.predict_proba` / link on the raw scores.
 - XGBoost, LightGBM (scikit-learn API): treelite GTIL, then the estimator's own predict on the
@@ -39,6 +43,11 @@ class Evaluator:
     """The trees read float32-rounded inputs (the matrix is cast before they see it)."""
     thresholds: dict[int, np.ndarray] = field(default_factory=dict)
     """Split values by input feature (float64), for building the verification rows."""
+
+
+def threads(X: np.ndarray) -> int:
+    """One thread for a request; every core for the large batches of the verification."""
+    return 1 if X.shape[0] < 4096 else 0
 
 
 def _sk_thresholds(trees: list[Any]) -> dict[int, np.ndarray]:
@@ -76,10 +85,26 @@ def _forest(est: Any) -> list[Callable[[], Evaluator]]:
         model = treelite.sklearn.import_model(est)
 
         def run(X: np.ndarray, probabilities: bool) -> Result:
-            out = treelite.gtil.predict(model, X.astype(np.float32), nthread=1)
+            # float32-rounded values handed over as float64: GTIL reads them as such, faster.
+            X32 = X.astype(np.float32).astype(np.float64)
+            out = treelite.gtil.predict(model, X32, nthread=threads(X))
             return finish(np.asarray(out, dtype=np.float64).reshape(X.shape[0], -1), probabilities)
 
         return Evaluator("treelite GTIL", run, classifier, True, thresholds)
+
+    def with_apply() -> Evaluator:
+        width = int(est.n_classes_) if classifier else 1
+        values = [t.value[:, 0, :width] for t in trees]
+
+        def run(X: np.ndarray, probabilities: bool) -> Result:
+            X32 = np.ascontiguousarray(X, dtype=np.float32)
+            total = np.zeros((X.shape[0], width))
+            for tree, value in zip(trees, values, strict=True):
+                total += value[tree.apply(X32)]
+            total /= n_trees
+            return finish(total, probabilities)
+
+        return Evaluator("scikit-learn Tree.apply", run, classifier, True, thresholds)
 
     def with_numpy() -> Evaluator:
         width = int(est.n_classes_) if classifier else 1
@@ -93,7 +118,7 @@ def _forest(est: Any) -> list[Callable[[], Evaluator]]:
 
         return Evaluator("numpy stacked trees", run, classifier, True, thresholds)
 
-    return [with_treelite, with_numpy]
+    return [with_apply, with_treelite, with_numpy]
 
 
 def _gradient_boosting(est: Any) -> list[Callable[[], Evaluator]]:
@@ -146,8 +171,8 @@ def _hist_gradient_boosting(est: Any) -> list[Callable[[], Evaluator]]:
         for k, predictor in enumerate(iteration):
             nodes = predictor.nodes
             leaf = nodes["is_leaf"].astype(bool)
-            left = np.where(leaf, -1, nodes["left"]).astype(np.intp)
-            right = np.where(leaf, -1, nodes["right"]).astype(np.intp)
+            left = np.where(leaf, -1, nodes["left"].astype(np.intp))
+            right = np.where(leaf, -1, nodes["right"].astype(np.intp))
             value = nodes["value"].astype(np.float64)[:, None]
             per_class[k].append(
                 Tree(nodes["feature_idx"], nodes["num_threshold"], left, right, nodes["missing_go_to_left"], value)

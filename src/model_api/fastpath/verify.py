@@ -42,8 +42,14 @@ def _int_bounds(kind: str) -> tuple[int, int]:
     return (-(2**31), 2**31 - 1) if kind == "integer" else (-(2**53), 2**53)
 
 
+LIMIT = float(np.finfo(np.float32).max)
+"""The server refuses numbers beyond float32's range, and a tree split at infinity (sklearn's
+split of missing from non-missing values) is covered by the NaN rows."""
+
+
 def _edges(t: np.ndarray, float32: bool) -> np.ndarray:
     """Each threshold as the trees may read it, and one representable step either side."""
+    t = t[np.abs(t) < LIMIT / 2]
     t32 = t.astype(np.float32)
     parts = [t32, np.nextafter(t32, np.float32(-np.inf)), np.nextafter(t32, np.float32(np.inf))]
     out = [p.astype(np.float64) for p in parts]
@@ -54,7 +60,7 @@ def _edges(t: np.ndarray, float32: bool) -> np.ndarray:
 
 def _as_column(values: np.ndarray, kind: str) -> np.ndarray:
     """Raw values rounded the ways the column's type allows (float32, integers)."""
-    values = values[np.isfinite(values)]
+    values = values[np.abs(values) < LIMIT / 2]
     if kind in ("long", "integer"):
         low, high = _int_bounds(kind)
         both = np.concatenate([np.floor(values), np.ceil(values)])
@@ -106,7 +112,7 @@ def random_rows(
             spread = rng.uniform(lo - 0.2 * span, hi + 0.2 * span, n_rows)
             if len(known):
                 spread = np.where(rng.random(n_rows) < 0.3, rng.choice(known, n_rows), spread)
-            values = [_typed(v, col.kind) for v in _as_kind(spread, col.kind).tolist()]
+            values = _as_kind(spread, col.kind).tolist()
         if col.nan_ok:
             for i in np.flatnonzero(rng.random(n_rows) < 0.05).tolist():
                 values[i] = math.nan
@@ -117,7 +123,7 @@ def random_rows(
 def _as_kind(values: np.ndarray, kind: str) -> np.ndarray:
     if kind in ("long", "integer"):
         low, high = _int_bounds(kind)
-        return np.clip(np.round(values), low, high)
+        return np.clip(np.round(values), low, high).astype(np.int64)
     if kind == "float":
         return values.astype(np.float32).astype(np.float64)
     return values
