@@ -294,6 +294,15 @@ def _column_transformer(step: Any, origins: Origins, names: Sequence[str] | None
     return Step(run, out_origins)
 
 
+def _unify(cols: Cols) -> Cols:
+    """A transformer's output is one array (`np.hstack` of its parts): one dtype for all columns."""
+    kinds = {c.dtype for c in cols}
+    if len(kinds) < 2 or np.dtype(object) in kinds:
+        return cols
+    common = np.result_type(*kinds)
+    return [c.astype(common, copy=False) for c in cols]
+
+
 def _identity(step: Any) -> bool:
     """'passthrough', None, or a FunctionTransformer without a function (what ColumnTransformer's
     remainder='passthrough' becomes once fitted)."""
@@ -330,7 +339,7 @@ def compile_steps(steps: Sequence[Any], origins: Origins, names: Sequence[str] |
 
     def run(cols: Cols) -> Cols:
         for s in chain:
-            cols = s.run(cols)
+            cols = _unify(s.run(cols))
         return cols
 
     return Step(run, current)
