@@ -12,7 +12,13 @@ import pandas as pd
 from model_api.fastpath import ColumnSpec, FastPath, build_fast_path
 from model_api.fastpath.verify import UNKNOWN, compare
 
-DTYPES = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32, "boolean": np.bool_}
+DTYPES = {
+    "double": np.float64,
+    "float": np.float32,
+    "long": np.int64,
+    "integer": np.int32,
+    "boolean": np.bool_,
+}
 SPECS = [
     ColumnSpec("income", "double"),
     ColumnSpec("visits", "long"),
@@ -93,9 +99,7 @@ def recheck(fast: FastPath, model: Any, frame: pd.DataFrame, n: int = 5000, seed
         values = picked[s.name].to_numpy()
         if s.kind == "double":
             values = values * rng.choice([1.0, 1.0 + 1e-9, 0.5], n)
-        columns[s.name] = [
-            math.nan if isinstance(v, float) and math.isnan(v) else v for v in values.tolist()
-        ]
+        columns[s.name] = [math.nan if isinstance(v, float) and math.isnan(v) else v for v in values.tolist()]
     frame_in = converter(specs)(columns)
     labels = np.asarray(model.predict(frame_in))
     proba = np.asarray(model.predict_proba(frame_in)) if fast.has_probabilities else None

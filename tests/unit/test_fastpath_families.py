@@ -53,11 +53,18 @@ SKLEARN = [
     ("gradient boosting", GradientBoostingClassifier(n_estimators=40, random_state=0), False, False),
     ("gradient boosting regressor", GradientBoostingRegressor(n_estimators=40, random_state=0), True, False),
     ("hist gradient boosting", HistGradientBoostingClassifier(max_iter=40, random_state=0), False, True),
-    ("hist gradient boosting regressor", HistGradientBoostingRegressor(max_iter=40, random_state=0), True, True),
+    (
+        "hist gradient boosting regressor",
+        HistGradientBoostingRegressor(max_iter=40, random_state=0),
+        True,
+        True,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("model", "regression", "nan"), [c[1:] for c in SKLEARN], ids=[c[0] for c in SKLEARN])
+@pytest.mark.parametrize(
+    ("model", "regression", "nan"), [c[1:] for c in SKLEARN], ids=[c[0] for c in SKLEARN]
+)
 def test_sklearn_family_is_bit_exact(model: Any, regression: bool, nan: bool) -> None:
     model, frame = _fit(_with_categories(model), regression, nan, categories=True)
     fast, reason = build(model, frame)
@@ -97,7 +104,7 @@ def test_nan_goes_where_the_trees_send_it() -> None:
     assert fast is not None
     columns = {c: [frame[c].iloc[0].item()] * 2 for c in NUMERIC}
     columns["income"] = [float("nan"), 1e5]
-    labels, proba = fast.predict(columns, 2, True)
+    _, proba = fast.predict(columns, 2, True)
     assert proba is not None
     expected = model.predict_proba(converter(specs_for(frame))(columns))
     assert (proba.view(np.uint64) == expected.view(np.uint64)).all()

@@ -63,7 +63,9 @@ def _every_transformer() -> Pipeline:
             ("unused", "drop", ["member"]),
         ]
     )
-    return Pipeline([("features", features), ("model", RandomForestClassifier(n_estimators=20, random_state=0))])
+    return Pipeline(
+        [("features", features), ("model", RandomForestClassifier(n_estimators=20, random_state=0))]
+    )
 
 
 def test_every_supported_transformer_is_bit_exact() -> None:
@@ -94,7 +96,9 @@ def _specs(frame: Any) -> list[ColumnSpec]:
             "the final step is a LogisticRegression",
         ),
         (
-            Pipeline([("log", FunctionTransformer(np.log1p)), ("model", RandomForestClassifier(n_estimators=3))]),
+            Pipeline(
+                [("log", FunctionTransformer(np.log1p)), ("model", RandomForestClassifier(n_estimators=3))]
+            ),
             "cannot compile: a FunctionTransformer step",
         ),
     ],

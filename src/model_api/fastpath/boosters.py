@@ -62,6 +62,7 @@ def xgboost_candidates(est: Any) -> list[Callable[[], Evaluator]]:
     booster = est.get_booster()
     thresholds = _xgb_thresholds(booster)
     n_classes = int(getattr(est, "n_classes_", 0))
+    n_trees = len(booster.get_dump())
 
     def finish(out: np.ndarray, probabilities: bool) -> Result:
         if not classifier:
@@ -83,14 +84,14 @@ def xgboost_candidates(est: Any) -> list[Callable[[], Evaluator]]:
             out = out.reshape(X.shape[0], -1)
             return finish(out[:, 0] if out.shape[1] == 1 else out, probabilities)
 
-        return Evaluator("treelite GTIL", run, classifier, True, thresholds)
+        return Evaluator("treelite GTIL", run, classifier, True, thresholds, n_trees)
 
     def with_library() -> Evaluator:
         def run(X: np.ndarray, probabilities: bool) -> Result:
             out = booster.inplace_predict(X.astype(np.float32), validate_features=False)
             return finish(out, probabilities)
 
-        return Evaluator("xgboost inplace_predict", run, classifier, True, thresholds)
+        return Evaluator("xgboost inplace_predict", run, classifier, True, thresholds, n_trees)
 
     return [with_treelite, with_library]
 
@@ -101,6 +102,7 @@ def lightgbm_candidates(est: Any) -> list[Callable[[], Evaluator]]:
     if callable(est._objective):
         raise Unsupported("a LightGBM model with a custom objective")
     thresholds = _lgb_thresholds(booster)
+    n_trees = int(booster.num_trees())
 
     def finish(out: np.ndarray, probabilities: bool) -> Result:
         if not classifier:
@@ -117,13 +119,13 @@ def lightgbm_candidates(est: Any) -> list[Callable[[], Evaluator]]:
             out = np.asarray(treelite.gtil.predict(model, X, nthread=threads(X))).reshape(X.shape[0], -1)
             return finish(out[:, 0] if out.shape[1] == 1 else out, probabilities)
 
-        return Evaluator("treelite GTIL", run, classifier, False, thresholds)
+        return Evaluator("treelite GTIL", run, classifier, False, thresholds, n_trees)
 
     def with_library() -> Evaluator:
         def run(X: np.ndarray, probabilities: bool) -> Result:
             out = booster.predict(X, validate_features=False)
             return finish(np.asarray(out), probabilities)
 
-        return Evaluator("lightgbm Booster.predict", run, classifier, False, thresholds)
+        return Evaluator("lightgbm Booster.predict", run, classifier, False, thresholds, n_trees)
 
     return [with_treelite, with_library]

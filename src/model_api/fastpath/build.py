@@ -180,8 +180,7 @@ def build_fast_path(
         except (ImportError, RuntimeError, ValueError) as exc:
             reasons.append(f"{make.__name__}: {type(exc).__name__}")
             continue
-        trees = len(getattr(final, "estimators_", [])) or getattr(final, "n_iter_", 0)
-        description = f"{evaluator.name}: {pipeline}" + (f" ({trees} trees)" if trees else "")
+        description = f"{evaluator.name}: {pipeline} ({evaluator.n_trees} trees)"
         fast = FastPath(model, to_frame, names, dtypes, prep, evaluator, limits, description)
         failure = _check(fast, model, columns, to_frame, evaluator, prep, seed, n_random, chunk)
         if failure is None:
@@ -208,8 +207,10 @@ def _check(
     for o in prep.origins:
         if o is not None and o.categories:
             categories[o.column] = o.categories
-    base = {c.name: [_sample(c) if c.kind != "string" else categories.get(j, ("a",))[0]]
-            for j, c in enumerate(specs)}
+    base = {
+        c.name: [_sample(c) if c.kind != "string" else categories.get(j, ("a",))[0]]
+        for j, c in enumerate(specs)
+    }
     cols = []
     for j, c in enumerate(specs):
         nan_row = dict(base) | {c.name: [math.nan]}
@@ -228,7 +229,9 @@ def _check(
     budget = int(0.75 * n_rows)
     total = sum(len(v) for v in edges.values())
     if total > budget:
-        edges = {j: np.sort(rng.choice(v, int(len(v) * budget / total), replace=False)) for j, v in edges.items()}
+        edges = {
+            j: np.sort(rng.choice(v, int(len(v) * budget / total), replace=False)) for j, v in edges.items()
+        }
     verify.place_edges(rows, cols, edges)
     for start in range(0, n_rows, chunk):
         part = {k: v[start : start + chunk] for k, v in rows.items()}

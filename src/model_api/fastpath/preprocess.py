@@ -15,59 +15,25 @@ model, so the model raises its own error. A transformer outside the list raises 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-Cols = list[np.ndarray]
-Inverse = Callable[[np.ndarray], np.ndarray]
+from model_api.fastpath.base import (
+    Cols,
+    Fallback,
+    Inverse,
+    Origin,
+    Origins,
+    Step,
+    Unsupported,
+    float_dtype,
+    stack,
+)
+from model_api.fastpath.encoders import encoder, imputer, indicator
 
-
-class Unsupported(Exception):
-    """The model holds a step the fast path cannot reproduce exactly (the message says which)."""
-
-
-class Fallback(Exception):
-    """This request needs the model itself (it will raise the model's own error)."""
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where an output column comes from: an input column, and how to map a value back to it."""
-
-    column: int
-    inverse: Inverse | None
-    """Output value -> input value, when the column is an invertible (affine) image of the input."""
-    categories: tuple[Any, ...] = ()
-    """The categories an encoder knows for this input column (where an encoder made it)."""
-
-
-Origins = list[Origin | None]
-
-
-@dataclass(frozen=True)
-class Step:
-    """A compiled transformer: `run(columns) -> columns`, and each output column's origin."""
-
-    run: Callable[[Cols], Cols]
-    origins: Origins
-
-
-def _float_dtype(cols: Cols) -> np.dtype[Any]:
-    """The dtype `check_array(dtype=FLOAT_DTYPES)` gives these columns: float32 only if all are."""
-    if cols and all(c.dtype == np.float32 for c in cols):
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
-
-
-def _stack(cols: Cols, dtype: np.dtype[Any]) -> np.ndarray:
-    out = np.empty((len(cols[0]), len(cols)), dtype=dtype)
-    for j, c in enumerate(cols):
-        out[:, j] = c
-    return out
+__all__ = ["Fallback", "Origin", "Origins", "Step", "Unsupported", "compile_steps"]
 
 
 def _affine(step: Any, origins: Origins) -> Step:
@@ -94,7 +60,7 @@ def _affine(step: Any, origins: Origins) -> Step:
         ops.append(("div", np.asarray(step.scale_)))
 
     def run(cols: Cols) -> Cols:
-        X = _stack(cols, _float_dtype(cols))
+        X = stack(cols, float_dtype(cols))
         for op, p in ops:
             if op == "sub_as":
                 X -= p.astype(X.dtype)
@@ -124,128 +90,6 @@ def _affine(step: Any, origins: Origins) -> Step:
         None if o is None else Origin(o.column, inverse_of(j, o.inverse)) for j, o in enumerate(origins)
     ]
     return Step(run, out)
-
-
-def _index(categories: np.ndarray) -> tuple[dict[Any, int], int | None]:
-    """Category -> position (Python equality), and the position of a NaN category if fitted."""
-    index: dict[Any, int] = {}
-    nan_at = None
-    for i, c in enumerate(categories.tolist()):
-        if isinstance(c, float) and math.isnan(c):
-            nan_at = i
-        elif c is not None:
-            index.setdefault(c, i)
-    return index, nan_at
-
-
-def _codes(col: np.ndarray, index: dict[Any, int], nan_at: int | None) -> np.ndarray:
-    """Positions of the column's values in the categories; -1 where unknown."""
-    get = index.get
-    out = [nan_at if v != v else get(v, -1) for v in col.tolist()]
-    return np.array([-1 if c is None else c for c in out], dtype=np.int64)
-
-
-def _encoder(step: Any, origins: Origins) -> Step:
-    """OneHotEncoder (dense or sparse output: same values) and OrdinalEncoder."""
-    name = type(step).__name__
-    if getattr(step, "_infrequent_enabled", False):
-        raise Unsupported(f"{name} with infrequent categories")
-    unknown = step.handle_unknown
-    if unknown not in ("error", "ignore", "use_encoded_value", "infrequent_if_exist"):
-        raise Unsupported(f"{name}(handle_unknown={unknown!r})")
-    indexes = [_index(np.asarray(c)) for c in step.categories_]
-    cats = [tuple(np.asarray(c).tolist()) for c in step.categories_]
-    dtype = np.dtype(step.dtype)
-    if name == "OneHotEncoder":
-        drops = getattr(step, "_drop_idx_after_grouping", None)
-        blocks: list[list[int]] = []  # per input: output slot -> category position
-        for i, fitted in enumerate(step.categories_):
-            drop = None if drops is None else drops[i]
-            blocks.append([k for k in range(len(fitted)) if drop is None or k != drop])
-
-        def run_onehot(cols: Cols) -> Cols:
-            out: Cols = []
-            for col, (index, nan_at), keep in zip(cols, indexes, blocks, strict=True):
-                codes = _codes(col, index, nan_at)
-                if unknown == "error" and (codes < 0).any():
-                    raise Fallback("unknown category")
-                out.extend((codes == k).astype(dtype) for k in keep)
-            return out
-
-        slots = [(o, i) for i, (o, keep) in enumerate(zip(origins, blocks, strict=True)) for _ in keep]
-        return Step(run_onehot, [None if o is None else Origin(o.column, None, cats[i]) for o, i in slots])
-
-    missing = dict(step._missing_indices)
-
-    def run_ordinal(cols: Cols) -> Cols:
-        out: Cols = []
-        for i, (col, (index, nan_at)) in enumerate(zip(cols, indexes, strict=True)):
-            codes = _codes(col, index, nan_at)
-            bad = codes < 0
-            if unknown == "error" and bad.any():
-                raise Fallback("unknown category")
-            values = np.where(bad, 0, codes).astype(dtype)
-            if i in missing:
-                values[codes == missing[i]] = step.encoded_missing_value
-            if unknown == "use_encoded_value":
-                values[bad] = step.unknown_value
-            out.append(values)
-        return out
-
-    return Step(
-        run_ordinal,
-        [None if o is None else Origin(o.column, None, cats[i]) for i, o in enumerate(origins)],
-    )
-
-
-def _isnan(col: np.ndarray) -> np.ndarray:
-    if col.dtype.kind == "f":
-        return np.isnan(col)
-    if col.dtype.kind == "O":
-        return np.asarray(col != col, dtype=bool)
-    return np.zeros(len(col), dtype=bool)
-
-
-def _indicator(step: Any, origins: Origins) -> Step:
-    """MissingIndicator with missing_values=NaN: a bool column per fitted feature."""
-    if not (isinstance(step.missing_values, float) and math.isnan(step.missing_values)):
-        raise Unsupported("MissingIndicator(missing_values other than NaN)")
-    features = [int(f) for f in step.features_]
-    watch = step.features == "missing-only" and step.error_on_new
-    others = [j for j in range(len(origins)) if j not in set(features)]
-
-    def run(cols: Cols) -> Cols:
-        if watch and any(_isnan(cols[j]).any() for j in others):
-            raise Fallback("a missing value in a column the indicator did not fit")
-        return [_isnan(cols[j]) for j in features]
-
-    return Step(run, [None for _ in features])
-
-
-def _imputer(step: Any, origins: Origins) -> Step:
-    """SimpleImputer with missing_values=NaN: fill each column's NaN with its statistic."""
-    if not (isinstance(step.missing_values, float) and math.isnan(step.missing_values)):
-        raise Unsupported("SimpleImputer(missing_values other than NaN)")
-    stats = np.asarray(step.statistics_)
-    if stats.dtype.kind == "f" and np.isnan(stats).any() and not step.keep_empty_features:
-        raise Unsupported("SimpleImputer with a feature it saw no value of")
-    numeric = step.strategy in ("mean", "median")
-    indicator = _indicator(step.indicator_, origins) if step.add_indicator else None
-
-    def run(cols: Cols) -> Cols:
-        if numeric or any(c.dtype.kind != "O" for c in cols):
-            X = _stack(cols, _float_dtype(cols))
-        else:
-            X = _stack(cols, np.dtype(object))
-        mask = _isnan(X.ravel()).reshape(X.shape)
-        if mask.any():
-            rows, js = np.nonzero(mask)
-            X[rows, js] = stats[js]
-        out = list(X.T)
-        return out + indicator.run(cols) if indicator is not None else out
-
-    extra = indicator.origins if indicator is not None else []
-    return Step(run, list(origins) + extra)
 
 
 def _select(spec: Any, names: Sequence[str] | None, width: int) -> list[int]:
@@ -326,11 +170,11 @@ def compile_steps(steps: Sequence[Any], origins: Origins, names: Sequence[str] |
         elif kind in ("StandardScaler", "RobustScaler", "MinMaxScaler", "MaxAbsScaler"):
             compiled = _affine(step, current)
         elif kind in ("OneHotEncoder", "OrdinalEncoder"):
-            compiled = _encoder(step, current)
+            compiled = encoder(step, current)
         elif kind == "SimpleImputer":
-            compiled = _imputer(step, current)
+            compiled = imputer(step, current)
         elif kind == "MissingIndicator":
-            compiled = _indicator(step, current)
+            compiled = indicator(step, current)
         else:
             raise Unsupported(f"a {kind} step")
         chain.append(compiled)

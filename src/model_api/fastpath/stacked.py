@@ -82,7 +82,8 @@ class StackedTrees:
         terms = np.empty((self.n_trees + 1, X.shape[0], self.value.shape[1]), dtype=np.float64)
         terms[0] = start
         terms[1:] = self.value[node]
-        return np.add.accumulate(terms, axis=0)[-1]
+        total: np.ndarray = np.add.accumulate(terms, axis=0)[-1]
+        return total
 
 
 def _depth(left: np.ndarray, right: np.ndarray) -> int:

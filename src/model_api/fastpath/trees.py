@@ -43,6 +43,7 @@ class Evaluator:
     """The trees read float32-rounded inputs (the matrix is cast before they see it)."""
     thresholds: dict[int, np.ndarray] = field(default_factory=dict)
     """Split values by input feature (float64), for building the verification rows."""
+    n_trees: int = 0
 
 
 def threads(X: np.ndarray) -> int:
@@ -90,7 +91,7 @@ def _forest(est: Any) -> list[Callable[[], Evaluator]]:
             out = treelite.gtil.predict(model, X32, nthread=threads(X))
             return finish(np.asarray(out, dtype=np.float64).reshape(X.shape[0], -1), probabilities)
 
-        return Evaluator("treelite GTIL", run, classifier, True, thresholds)
+        return Evaluator("treelite GTIL", run, classifier, True, thresholds, n_trees)
 
     def with_apply() -> Evaluator:
         width = int(est.n_classes_) if classifier else 1
@@ -104,7 +105,7 @@ def _forest(est: Any) -> list[Callable[[], Evaluator]]:
             total /= n_trees
             return finish(total, probabilities)
 
-        return Evaluator("scikit-learn Tree.apply", run, classifier, True, thresholds)
+        return Evaluator("scikit-learn Tree.apply", run, classifier, True, thresholds, n_trees)
 
     def with_numpy() -> Evaluator:
         width = int(est.n_classes_) if classifier else 1
@@ -116,7 +117,7 @@ def _forest(est: Any) -> list[Callable[[], Evaluator]]:
             total /= n_trees
             return finish(total, probabilities)
 
-        return Evaluator("numpy stacked trees", run, classifier, True, thresholds)
+        return Evaluator("numpy stacked trees", run, classifier, True, thresholds, n_trees)
 
     return [with_apply, with_treelite, with_numpy]
 
@@ -155,7 +156,7 @@ def _gradient_boosting(est: Any) -> list[Callable[[], Evaluator]]:
             proba = est._loss.predict_proba(decision) if probabilities else None
             return est.classes_[encoded], proba
 
-        return Evaluator("numpy stacked trees", run, classifier, True, thresholds)
+        return Evaluator("numpy stacked trees", run, classifier, True, thresholds, stages.size)
 
     return [build]
 
@@ -175,10 +176,19 @@ def _hist_gradient_boosting(est: Any) -> list[Callable[[], Evaluator]]:
             right = np.where(leaf, -1, nodes["right"].astype(np.intp))
             value = nodes["value"].astype(np.float64)[:, None]
             per_class[k].append(
-                Tree(nodes["feature_idx"], nodes["num_threshold"], left, right, nodes["missing_go_to_left"], value)
+                Tree(
+                    nodes["feature_idx"],
+                    nodes["num_threshold"],
+                    left,
+                    right,
+                    nodes["missing_go_to_left"],
+                    value,
+                )
             )
             for f in np.unique(nodes["feature_idx"][~leaf]):
-                found.setdefault(int(f), []).append(nodes["num_threshold"][~leaf & (nodes["feature_idx"] == f)])
+                found.setdefault(int(f), []).append(
+                    nodes["num_threshold"][~leaf & (nodes["feature_idx"] == f)]
+                )
     thresholds = {f: np.unique(np.concatenate(v)) for f, v in found.items()}
     baseline = np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1)
 
@@ -196,6 +206,6 @@ def _hist_gradient_boosting(est: Any) -> list[Callable[[], Evaluator]]:
             proba = est._loss.predict_proba(raw) if probabilities else None
             return est.classes_[encoded], proba
 
-        return Evaluator("numpy stacked trees", run, classifier, False, thresholds)
+        return Evaluator("numpy stacked trees", run, classifier, False, thresholds, sum(map(len, per_class)))
 
     return [build]

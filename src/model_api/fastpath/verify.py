@@ -70,7 +70,9 @@ def _as_column(values: np.ndarray, kind: str) -> np.ndarray:
         steps = [v32, np.nextafter(v32, np.float32(-np.inf)), np.nextafter(v32, np.float32(np.inf))]
         return np.unique(np.concatenate(steps).astype(np.float64))
     if kind == "double":
-        return np.unique(np.concatenate([values, np.nextafter(values, -np.inf), np.nextafter(values, np.inf)]))
+        return np.unique(
+            np.concatenate([values, np.nextafter(values, -np.inf), np.nextafter(values, np.inf)])
+        )
     return np.zeros(0)
 
 
@@ -160,7 +162,9 @@ def compare(
     labels, proba = expected
     fast_labels, fast_proba = got
     if fast_labels.dtype != labels.dtype or fast_labels.shape != labels.shape:
-        return f"labels have dtype {fast_labels.dtype} {fast_labels.shape}, the model's {labels.dtype} {labels.shape}"
+        return (
+            f"labels are {fast_labels.dtype} {fast_labels.shape}, the model's {labels.dtype} {labels.shape}"
+        )
     if labels.dtype.kind == "f":
         wrong = int((labels.view(f"u{labels.itemsize}") != fast_labels.view(f"u{labels.itemsize}")).sum())
     else:
@@ -172,13 +176,13 @@ def compare(
     if fast_proba is None or fast_proba.dtype != proba.dtype or fast_proba.shape != proba.shape:
         return "probabilities differ in dtype or shape"
     width = f"u{proba.itemsize}"
-    wrong = int((np.ascontiguousarray(proba).view(width) != np.ascontiguousarray(fast_proba).view(width)).sum())
+    wrong = int(
+        (np.ascontiguousarray(proba).view(width) != np.ascontiguousarray(fast_proba).view(width)).sum()
+    )
     return f"{wrong} probability value(s) differ in at least one bit" if wrong else None
 
 
-def model_answers(
-    model: Any, frame: Any, probabilities: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
+def model_answers(model: Any, frame: Any, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """What the model itself answers (its warnings silenced: they are about the rows, not us)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
