@@ -25,6 +25,7 @@ from sklearn.ensemble import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from model_api.fastpath import ColumnSpec, build_fast_path
 from tests.unit.fastpath_support import CATEGORICAL, NUMERIC, build, converter, recheck, specs_for, table
 
 
@@ -69,7 +70,7 @@ def test_sklearn_family_is_bit_exact(model: Any, regression: bool, nan: bool) ->
     model, frame = _fit(_with_categories(model), regression, nan, categories=True)
     fast, reason = build(model, frame)
     assert fast is not None, reason
-    assert "identical to the model on 200000 rows" in reason
+    assert "identical to the model on 200000 rows (" in reason
     assert fast.has_probabilities is not regression
     recheck(fast, model, frame)
 
@@ -109,3 +110,50 @@ def test_nan_goes_where_the_trees_send_it() -> None:
     expected = model.predict_proba(converter(specs_for(frame))(columns))
     assert (proba.view(np.uint64) == expected.view(np.uint64)).all()
     assert fast.fallbacks == 0
+
+
+def test_native_boosters_are_bit_exact() -> None:
+    xgboost = pytest.importorskip("xgboost")
+    lightgbm = pytest.importorskip("lightgbm")
+    frame, label, _ = table(nan=True)
+    numeric = frame[["income", "visits", "ratio", "age"]]
+    binary = (label > 0).astype(int)
+    params = {"objective": "binary:logistic", "max_depth": 4, "nthread": 1}
+    booster = xgboost.train(params, xgboost.DMatrix(numeric, label=binary), num_boost_round=20)
+    lgb = lightgbm.train(
+        {"objective": "binary", "num_leaves": 15, "verbose": -1, "num_threads": 1},
+        lightgbm.Dataset(numeric, label=binary),
+        num_boost_round=20,
+    )
+    for model, answer in ((booster, booster.inplace_predict), (lgb, lgb.predict)):
+        fast, reason = build(model, numeric)
+        assert fast is not None, reason
+        assert not fast.has_probabilities
+        columns = {c: numeric[c].head(50).tolist() for c in numeric.columns}
+        labels, proba = fast.predict(columns, 50, False)
+        expected = np.asarray(answer(converter(specs_for(numeric))(columns)))
+        assert proba is None and labels.dtype == expected.dtype
+        assert (labels.view(f"u{labels.itemsize}") == expected.view(f"u{labels.itemsize}")).all()
+
+
+def test_a_tensor_signature_model_is_bit_exact() -> None:
+    """A model fitted on a bare array: the server hands it a 2-D array, columns by position."""
+    frame, label, _ = table()
+    X = frame[["income", "visits", "age"]].to_numpy(dtype=np.float64)
+    model = _with_scaler(RandomForestClassifier(n_estimators=10, random_state=0)).fit(X, label)
+    specs = [ColumnSpec(f"x{i}", "double") for i in range(3)]
+
+    def to_array(columns: Any) -> np.ndarray:
+        return np.array([columns[s.name] for s in specs], dtype=np.float64).T
+
+    fast, reason = build_fast_path(model, specs, to_array, n_random=50_000)
+    assert fast is not None, reason
+    columns = {f"x{i}": X[:20, i].tolist() for i in range(3)}
+    _, proba = fast.predict(columns, 20, True)
+    assert proba is not None and (proba.view(np.uint64) == model.predict_proba(X[:20]).view(np.uint64)).all()
+
+
+def _with_scaler(final: Any) -> Pipeline:
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline([("scale", StandardScaler()), ("model", final)])

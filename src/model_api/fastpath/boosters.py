@@ -52,27 +52,13 @@ def _lgb_thresholds(booster: Any) -> dict[int, np.ndarray]:
     return {f: np.unique(np.asarray(v)) for f, v in found.items()}
 
 
-def xgboost_candidates(est: Any) -> list[Callable[[], Evaluator]]:
-    from xgboost.sklearn import _cls_predict_proba
+Finish = Callable[[np.ndarray, bool], Result]
+Makers = list[Callable[[], Evaluator]]
 
-    classifier = hasattr(est, "classes_")
-    objective = str(est.objective)
-    if classifier and not objective.startswith(("binary:logistic", "multi:softprob")):
-        raise Unsupported(f"XGBoost objective {objective}")
-    booster = est.get_booster()
+
+def _xgb_makers(booster: Any, finish: Finish, classifier: bool, **predict: Any) -> Makers:
     thresholds = _xgb_thresholds(booster)
-    n_classes = int(getattr(est, "n_classes_", 0))
     n_trees = len(booster.get_dump())
-
-    def finish(out: np.ndarray, probabilities: bool) -> Result:
-        if not classifier:
-            return out, None
-        if out.ndim > 1 and n_classes != 2:
-            labels = np.argmax(out, axis=1)
-        else:
-            labels = np.repeat(0, out.shape[0])
-            labels[out > 0.5] = 1
-        return labels, _cls_predict_proba(n_classes, out, np.vstack) if probabilities else None
 
     def with_treelite() -> Evaluator:
         import treelite
@@ -88,27 +74,50 @@ def xgboost_candidates(est: Any) -> list[Callable[[], Evaluator]]:
 
     def with_library() -> Evaluator:
         def run(X: np.ndarray, probabilities: bool) -> Result:
-            out = booster.inplace_predict(X.astype(np.float32), validate_features=False)
-            return finish(out, probabilities)
+            out = booster.inplace_predict(X.astype(np.float32), validate_features=False, **predict)
+            return finish(np.asarray(out), probabilities)
 
         return Evaluator("xgboost inplace_predict", run, classifier, True, thresholds, n_trees)
 
     return [with_treelite, with_library]
 
 
-def lightgbm_candidates(est: Any) -> list[Callable[[], Evaluator]]:
+def xgboost_candidates(est: Any) -> Makers:
+    """XGBClassifier / XGBRegressor: labels and probabilities as the wrapper computes them."""
+    from xgboost.sklearn import _cls_predict_proba
+
     classifier = hasattr(est, "classes_")
-    booster = est.booster_
-    if callable(est._objective):
-        raise Unsupported("a LightGBM model with a custom objective")
-    thresholds = _lgb_thresholds(booster)
-    n_trees = int(booster.num_trees())
+    objective = str(est.objective)
+    if classifier and not objective.startswith(("binary:logistic", "multi:softprob")):
+        raise Unsupported(f"XGBoost objective {objective}")
+    n_classes = int(getattr(est, "n_classes_", 0))
 
     def finish(out: np.ndarray, probabilities: bool) -> Result:
         if not classifier:
             return out, None
-        proba = np.vstack((1.0 - out, out)).transpose() if out.ndim == 1 else out
-        return est._le.inverse_transform(np.argmax(proba, axis=1)), proba if probabilities else None
+        if out.ndim > 1 and n_classes != 2:
+            labels = np.argmax(out, axis=1)
+        else:
+            labels = np.repeat(0, out.shape[0])
+            labels[out > 0.5] = 1
+        return labels, _cls_predict_proba(n_classes, out, np.vstack) if probabilities else None
+
+    ranged = {"iteration_range": est._get_iteration_range(None), "missing": est.missing}
+    return _xgb_makers(est.get_booster(), finish, classifier, **ranged)
+
+
+def _as_is(out: np.ndarray, probabilities: bool) -> Result:
+    return out, None
+
+
+def xgboost_booster_candidates(booster: Any) -> Makers:
+    """A native xgboost.Booster: its `inplace_predict` output is the answer."""
+    return _xgb_makers(booster, _as_is, False)
+
+
+def _lgb_makers(booster: Any, finish: Finish, classifier: bool) -> Makers:
+    thresholds = _lgb_thresholds(booster)
+    n_trees = int(booster.num_trees())
 
     def with_treelite() -> Evaluator:
         import treelite
@@ -123,9 +132,28 @@ def lightgbm_candidates(est: Any) -> list[Callable[[], Evaluator]]:
 
     def with_library() -> Evaluator:
         def run(X: np.ndarray, probabilities: bool) -> Result:
-            out = booster.predict(X, validate_features=False)
-            return finish(np.asarray(out), probabilities)
+            return finish(np.asarray(booster.predict(X, validate_features=False)), probabilities)
 
         return Evaluator("lightgbm Booster.predict", run, classifier, False, thresholds, n_trees)
 
     return [with_treelite, with_library]
+
+
+def lightgbm_candidates(est: Any) -> Makers:
+    """LGBMClassifier / LGBMRegressor: labels and probabilities as the wrapper computes them."""
+    classifier = hasattr(est, "classes_")
+    if callable(est._objective):
+        raise Unsupported("a LightGBM model with a custom objective")
+
+    def finish(out: np.ndarray, probabilities: bool) -> Result:
+        if not classifier:
+            return out, None
+        proba = np.vstack((1.0 - out, out)).transpose() if out.ndim == 1 else out
+        return est._le.inverse_transform(np.argmax(proba, axis=1)), proba if probabilities else None
+
+    return _lgb_makers(est.booster_, finish, classifier)
+
+
+def lightgbm_booster_candidates(booster: Any) -> Makers:
+    """A native lightgbm.Booster: its `predict` output is the answer."""
+    return _lgb_makers(booster, _as_is, False)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,12 @@ from typing import Any
 import numpy as np
 
 from model_api.fastpath import verify
-from model_api.fastpath.boosters import lightgbm_candidates, xgboost_candidates
+from model_api.fastpath.boosters import (
+    lightgbm_booster_candidates,
+    lightgbm_candidates,
+    xgboost_booster_candidates,
+    xgboost_candidates,
+)
 from model_api.fastpath.preprocess import Fallback, Origin, Step, Unsupported, compile_steps
 from model_api.fastpath.trees import Evaluator, _forest, _gradient_boosting, _hist_gradient_boosting
 
@@ -40,7 +44,29 @@ _FAMILIES: dict[str, Callable[[Any], list[Callable[[], Evaluator]]]] = {
     "XGBRegressor": xgboost_candidates,
     "LGBMClassifier": lightgbm_candidates,
     "LGBMRegressor": lightgbm_candidates,
+    "xgboost.core.Booster": xgboost_booster_candidates,
+    "lightgbm.basic.Booster": lightgbm_booster_candidates,
 }
+
+
+def _family(est: Any) -> Callable[[Any], list[Callable[[], Evaluator]]] | None:
+    kind = type(est)
+    return _FAMILIES.get(kind.__name__) or _FAMILIES.get(f"{kind.__module__}.{kind.__name__}")
+
+
+def reference(model: Any) -> Callable[[Any, bool], tuple[np.ndarray, np.ndarray | None]]:
+    """What the model itself answers for a frame: (labels, probabilities when asked)."""
+    kind = f"{type(model).__module__}.{type(model).__name__}"
+    if kind == "xgboost.core.Booster":
+        return lambda frame, probabilities: (np.asarray(model.inplace_predict(frame)), None)
+    if kind == "lightgbm.basic.Booster":
+        return lambda frame, probabilities: (np.asarray(model.predict(frame)), None)
+
+    def answer(frame: Any, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        labels = np.asarray(model.predict(frame))
+        return labels, np.asarray(model.predict_proba(frame)) if probabilities else None
+
+    return answer
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,7 @@ class FastPath:
         description: str,
     ) -> None:
         self.model, self.to_frame = model, to_frame
+        self._answer = reference(model)
         self._columns = list(zip(names, dtypes, strict=True))
         self._prep, self._evaluator = prep, evaluator
         self._nan_ok, self._inf_ok = limits
@@ -109,8 +136,7 @@ class FastPath:
         except Fallback:
             self.fallbacks += 1
             frame = self.to_frame({k: list(v) for k, v in columns.items()})
-            labels = np.asarray(self.model.predict(frame))
-            return labels, np.asarray(self.model.predict_proba(frame)) if probabilities else None
+            return self._answer(frame, probabilities)
 
 
 def _split(model: Any) -> tuple[list[Any], Any]:
@@ -121,13 +147,12 @@ def _split(model: Any) -> tuple[list[Any], Any]:
 
 
 def _accepts(est: Any, value: float, n_features: int) -> bool:
+    """Whether the trees take this value (NaN, infinity) in their input, or raise."""
     X = np.zeros((1, n_features))
     X[0, 0] = value
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            est.predict(X)
-    except ValueError:
+        verify.model_answers(reference(est), X, False)
+    except (ValueError, TypeError):
         return False
     return True
 
@@ -157,7 +182,7 @@ def build_fast_path(
     """
     started = time.perf_counter()
     steps, final = _split(model)
-    family = _FAMILIES.get(type(final).__name__)
+    family = _family(final)
     if family is None:
         return None, f"the final step is a {type(final).__name__}, not a tree ensemble the fast path compiles"
     names = [c.name for c in columns]
@@ -182,18 +207,17 @@ def build_fast_path(
             continue
         description = f"{evaluator.name}: {pipeline} ({evaluator.n_trees} trees)"
         fast = FastPath(model, to_frame, names, dtypes, prep, evaluator, limits, description)
-        failure = _check(fast, model, columns, to_frame, evaluator, prep, seed, n_random, chunk)
+        failure, rows = _check(fast, columns, to_frame, evaluator, prep, seed, n_random, chunk)
         if failure is None:
             took = time.perf_counter() - started
-            logger.info("fast path %s verified on %d rows in %.1f s", description, n_random, took)
-            return fast, f"{description}; identical to the model on {n_random} rows"
+            logger.info("fast path %s verified on %s in %.1f s", description, rows, took)
+            return fast, f"{description}; identical to the model on {rows}"
         reasons.append(f"{evaluator.name}: {failure}")
     return None, "not exact: " + "; ".join(reasons)
 
 
 def _check(
     fast: FastPath,
-    model: Any,
     specs: Sequence[ColumnSpec],
     to_frame: ToFrame,
     evaluator: Evaluator,
@@ -201,7 +225,8 @@ def _check(
     seed: int,
     n_rows: int,
     chunk: int,
-) -> str | None:
+) -> tuple[str | None, str]:
+    """(None, what was checked) when every answer is identical, else (what differs, "")."""
     rng = np.random.default_rng(seed)
     categories: dict[int, tuple[Any, ...]] = {}
     for o in prep.origins:
@@ -216,13 +241,13 @@ def _check(
         nan_row = dict(base) | {c.name: [math.nan]}
         unknown_row = dict(base) | {c.name: [verify.UNKNOWN]}
         # NaN arrives in double, float and string columns, and in optional integer ones (float64).
-        nan_ok = fast.dtype(c.name).kind in "fO" and not verify.refuses(model, to_frame, nan_row)
-        unknown_ok = c.kind == "string" and not verify.refuses(model, to_frame, unknown_row)
+        nan_ok = fast.dtype(c.name).kind in "fO" and not verify.refuses(fast._answer, to_frame, nan_row)
+        unknown_ok = c.kind == "string" and not verify.refuses(fast._answer, to_frame, unknown_row)
         probes = [(nan_row, nan_ok or fast.dtype(c.name).kind not in "fO", "NaN")]
         probes.append((unknown_row, unknown_ok or c.kind != "string", "new category"))
         for row, ok, what in probes:
             if not ok and not _falls_back(fast, row):
-                return f"the model refuses a {what} in {c.name}; the fast path answers"
+                return f"the model refuses a {what} in {c.name}; the fast path answers", ""
         cols.append(verify.Column(c.name, c.kind, nan_ok, unknown_ok, categories.get(j, ())))
     edges = verify.threshold_values(evaluator.thresholds, prep.origins, cols, evaluator.float32)
     rows = verify.random_rows(cols, edges, n_rows, rng)
@@ -232,20 +257,25 @@ def _check(
         edges = {
             j: np.sort(rng.choice(v, int(len(v) * budget / total), replace=False)) for j, v in edges.items()
         }
-    verify.place_edges(rows, cols, edges)
+    on_edges = verify.place_edges(rows, cols, edges)
+    nan = np.zeros(n_rows, dtype=bool)
+    for values in rows.values():
+        column = np.asarray(values, dtype=object)
+        nan |= column != column  # NaN is the one value unequal to itself
+    with_nan = int(nan.sum())
     for start in range(0, n_rows, chunk):
         part = {k: v[start : start + chunk] for k, v in rows.items()}
         try:
-            expected = verify.model_answers(model, to_frame(part), fast.has_probabilities)
+            expected = verify.model_answers(fast._answer, to_frame(part), fast.has_probabilities)
         except (ValueError, TypeError, KeyError) as exc:
-            return f"the model refused rows built from its thresholds ({type(exc).__name__})"
+            return f"the model refused rows built from its thresholds ({type(exc).__name__})", ""
         try:
             got = fast.evaluate(part, fast.has_probabilities)
         except Fallback as exc:
-            return f"declined rows the model answers ({exc})"
+            return f"declined rows the model answers ({exc})", ""
         if (failure := verify.compare(expected, got)) is not None:
-            return failure
-    return None
+            return failure, ""
+    return None, f"{n_rows} rows ({on_edges} on split thresholds or one step off, {with_nan} with a NaN)"
 
 
 def _falls_back(fast: FastPath, row: Mapping[str, list[Any]]) -> bool:

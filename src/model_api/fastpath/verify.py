@@ -182,19 +182,22 @@ def compare(
     return f"{wrong} probability value(s) differ in at least one bit" if wrong else None
 
 
-def model_answers(model: Any, frame: Any, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+Answer = Callable[[Any, bool], tuple[np.ndarray, np.ndarray | None]]
+
+
+def model_answers(answer: Answer, frame: Any, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """What the model itself answers (its warnings silenced: they are about the rows, not us)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        labels = np.asarray(model.predict(frame))
-        proba = np.asarray(model.predict_proba(frame)) if probabilities else None
-    return labels, proba
+        return answer(frame, probabilities)
 
 
-def refuses(model: Any, to_frame: Callable[[dict[str, list[Any]]], Any], row: dict[str, list[Any]]) -> bool:
+def refuses(
+    answer: Answer, to_frame: Callable[[dict[str, list[Any]]], Any], row: dict[str, list[Any]]
+) -> bool:
     """Whether the model raises on this row (or the server's conversion cannot build it)."""
     try:
-        model_answers(model, to_frame(row), False)
+        model_answers(answer, to_frame(row), False)
     except (ValueError, TypeError, KeyError):
         return True
     return False
