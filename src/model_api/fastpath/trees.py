@@ -65,7 +65,7 @@ def _sk_tree(t: Any, value: np.ndarray, missing: bool = True) -> Tree:
     return Tree(t.feature, t.threshold, t.children_left, t.children_right, miss, value)
 
 
-def _forest(est: Any) -> list[Callable[[], Evaluator]]:
+def forest_candidates(est: Any) -> list[Callable[[], Evaluator]]:
     classifier = hasattr(est, "classes_")
     trees = [e.tree_ for e in est.estimators_]
     if getattr(est, "n_outputs_", 1) != 1:
@@ -122,7 +122,7 @@ def _forest(est: Any) -> list[Callable[[], Evaluator]]:
     return [with_apply, with_treelite, with_numpy]
 
 
-def _gradient_boosting(est: Any) -> list[Callable[[], Evaluator]]:
+def gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]:
     classifier = hasattr(est, "classes_")
     init = est.init_
     if not (isinstance(init, str) and init == "zero") and type(init).__name__ not in (
@@ -161,7 +161,7 @@ def _gradient_boosting(est: Any) -> list[Callable[[], Evaluator]]:
     return [build]
 
 
-def _hist_gradient_boosting(est: Any) -> list[Callable[[], Evaluator]]:
+def hist_gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]:
     classifier = hasattr(est, "classes_")
     if est._preprocessor is not None or (est.is_categorical_ is not None and est.is_categorical_.any()):
         raise Unsupported("HistGradientBoosting with categorical features")
