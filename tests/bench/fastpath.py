@@ -80,7 +80,21 @@ def main() -> int:
         model_ms = p50_ms(lambda c=columns: model.predict_proba(to_frame(c)), args.repeat)
         fast_ms = p50_ms(lambda c=columns, n=n: fast.predict(c, n, True), args.repeat)
         print(f"{n:>5} | {model_ms:>21.3f} ms | {fast_ms:>11.3f} ms | {model_ms / fast_ms:>7.0f}x")
+    evaluators(model, frame, args.repeat)
     return 0
+
+
+def evaluators(model: Any, frame: pd.DataFrame, repeat: int) -> None:
+    """The forest alone on preprocessed rows: each candidate evaluator (all verified exact)."""
+    from model_api.fastpath.trees import forest_candidates
+
+    print(f"\n{'tree evaluator':<26} | {'1 row p50':>10} | {'64 rows p50':>11}")
+    print(f"{'-' * 26} | {'-' * 10} | {'-' * 11}")
+    X = np.asarray(model[:-1].transform(frame), dtype=np.float64)
+    for make in forest_candidates(model[-1]):
+        ev = make()
+        times = [p50_ms(lambda n=n, ev=ev: ev.run(X[:n], True), repeat) for n in (1, 64)]
+        print(f"{ev.name:<26} | {times[0]:>7.3f} ms | {times[1]:>8.3f} ms")
 
 
 if __name__ == "__main__":
