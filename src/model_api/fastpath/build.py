@@ -170,7 +170,8 @@ def _sample(spec: ColumnSpec) -> Any:
 def _frame_dtypes(frame: Any, names: Sequence[str]) -> list[np.dtype[Any]]:
     if isinstance(frame, np.ndarray):
         return [frame.dtype] * len(names)
-    return [np.dtype(frame[n].dtype) if frame[n].dtype != "string" else np.dtype(object) for n in names]
+    # pandas extension dtypes (its string dtype, nullable integers) hold Python objects for us
+    return [d if isinstance(d := frame[n].dtype, np.dtype) else np.dtype(object) for n in names]
 
 
 def build_fast_path(
@@ -184,8 +185,25 @@ def build_fast_path(
 ) -> tuple[FastPath | None, str]:
     """Compile `model` and check it on `n_random` rows (threshold edges, NaN, categories, random).
 
-    Returns the fast path and a one-line description, or None and why (no input values).
+    Returns the fast path and a one-line description of it and of the check, or None and why
+    (one line, no input values). Never raises: a fast path that cannot be built is not served.
     """
+    try:
+        return _build(model, columns, to_frame, seed=seed, n_random=n_random, chunk=chunk)
+    except Exception as exc:  # the model is served as it is; the reason says what broke here
+        logger.exception("fast path: build failed")
+        return None, f"the fast path failed to build ({type(exc).__name__})"
+
+
+def _build(
+    model: Any,
+    columns: Sequence[ColumnSpec],
+    to_frame: ToFrame,
+    *,
+    seed: int = 0,
+    n_random: int = 200_000,
+    chunk: int = 50_000,
+) -> tuple[FastPath | None, str]:
     started = time.perf_counter()
     steps, final = _split(model)
     family = _family(final)
@@ -264,16 +282,12 @@ def _check(
             j: np.sort(rng.choice(v, int(len(v) * budget / total), replace=False)) for j, v in edges.items()
         }
     on_edges = verify.place_edges(rows, cols, edges)
-    nan = np.zeros(n_rows, dtype=bool)
-    for values in rows.values():
-        column = np.asarray(values, dtype=object)
-        nan |= column != column  # NaN is the one value unequal to itself
-    with_nan = int(nan.sum())
+    with_nan = int(verify.has_nan(rows).sum())
     # The model answers each chunk in a second thread while the fast path answers it here: both
     # walk their trees without the GIL, so the check takes the longer of the two, not the sum.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastpath-check") as pool:
         for start in range(0, n_rows, chunk):
-            part = {k: v[start : start + chunk] for k, v in rows.items()}
+            part = {k: v[start : start + chunk].tolist() for k, v in rows.items()}
             pending = pool.submit(verify.model_answers, fast._answer, to_frame(part), fast.has_probabilities)
             try:
                 got = fast.evaluate(part, fast.has_probabilities)

@@ -93,20 +93,22 @@ def threshold_values(
 
 def random_rows(
     columns: Sequence[Column], edges: Mapping[int, np.ndarray], n_rows: int, rng: np.random.Generator
-) -> dict[str, list[Any]]:
-    """n_rows random request rows (see the module docstring)."""
-    out: dict[str, list[Any]] = {}
+) -> dict[str, np.ndarray]:
+    """n_rows random request rows, a numpy array per column (see the module docstring)."""
+    out: dict[str, np.ndarray] = {}
     for j, col in enumerate(columns):
+        values: np.ndarray
         if col.kind == "string" or col.categories:
-            pool: list[Any] = [c for c in col.categories if not (isinstance(c, float) and math.isnan(c))]
-            pool = pool or ["a", "b"]
-            if col.kind != "string":
-                pool = [_typed(c, col.kind) for c in pool]
-            elif col.unknown_ok:
+            pool = [c for c in col.categories if not (isinstance(c, float) and math.isnan(c))] or ["a", "b"]
+            if col.kind == "string" and col.unknown_ok:
                 pool.append(UNKNOWN)
-            values: list[Any] = [pool[i] for i in rng.integers(0, len(pool), n_rows)]
+            choices = np.empty(len(pool), dtype=object)
+            choices[:] = pool
+            values = choices[rng.integers(0, len(pool), n_rows)]
+            if col.kind != "string":
+                values = _as_kind(values.astype(np.float64), col.kind)
         elif col.kind == "boolean":
-            values = rng.random(n_rows).__lt__(0.5).tolist()
+            values = rng.random(n_rows) < 0.5
         else:
             known = edges.get(j, np.zeros(0))
             lo, hi = (float(known.min()), float(known.max())) if len(known) else (-10.0, 10.0)
@@ -114,10 +116,10 @@ def random_rows(
             spread = rng.uniform(lo - 0.2 * span, hi + 0.2 * span, n_rows)
             if len(known):
                 spread = np.where(rng.random(n_rows) < 0.3, rng.choice(known, n_rows), spread)
-            values = _as_kind(spread, col.kind).tolist()
+            values = _as_kind(spread, col.kind)
         if col.nan_ok:
-            for i in np.flatnonzero(rng.random(n_rows) < 0.05).tolist():
-                values[i] = math.nan
+            values = values.astype(object if values.dtype == object else np.float64)
+            values[rng.random(n_rows) < 0.05] = math.nan
         out[col.name] = values
     return out
 
@@ -131,28 +133,27 @@ def _as_kind(values: np.ndarray, kind: str) -> np.ndarray:
     return values
 
 
-def _typed(v: Any, kind: str) -> Any:
-    if kind in ("long", "integer"):
-        return int(v)
-    if kind == "boolean":
-        return bool(v)
-    return float(v) if kind in ("double", "float") else v
-
-
 def place_edges(
-    rows: dict[str, list[Any]], columns: Sequence[Column], edges: Mapping[int, np.ndarray]
+    rows: dict[str, np.ndarray], columns: Sequence[Column], edges: Mapping[int, np.ndarray]
 ) -> int:
     """Write the threshold values into consecutive rows, one column at a time; returns rows used."""
     at = 0
     n = len(next(iter(rows.values())))
     for j, values in edges.items():
-        col = columns[j]
-        for v in values.tolist():
-            if at >= n:
-                return at
-            rows[col.name][at] = _typed(v, col.kind)
-            at += 1
+        take = values[: n - at]
+        rows[columns[j].name][at : at + len(take)] = take
+        at += len(take)
     return at
+
+
+def has_nan(rows: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Which rows hold a NaN in some column."""
+    n = len(next(iter(rows.values())))
+    found = np.zeros(n, dtype=bool)
+    for values in rows.values():
+        if values.dtype.kind in "fO":
+            found |= np.asarray(values != values, dtype=bool)  # NaN is the one value unequal to itself
+    return found
 
 
 def compare(
