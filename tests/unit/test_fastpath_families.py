@@ -53,10 +53,10 @@ SKLEARN = [
     ("extra trees regressor", ExtraTreesRegressor(n_estimators=20, random_state=0), True, False),
     ("gradient boosting", GradientBoostingClassifier(n_estimators=40, random_state=0), False, False),
     ("gradient boosting regressor", GradientBoostingRegressor(n_estimators=40, random_state=0), True, False),
-    ("hist gradient boosting", HistGradientBoostingClassifier(max_iter=40, random_state=0), False, True),
+    ("hist gradient boosting", HistGradientBoostingClassifier(max_iter=20, random_state=0), False, True),
     (
         "hist gradient boosting regressor",
-        HistGradientBoostingRegressor(max_iter=40, random_state=0),
+        HistGradientBoostingRegressor(max_iter=20, random_state=0),
         True,
         True,
     ),

@@ -23,6 +23,7 @@ from sklearn.preprocessing import (
 
 from model_api import demo
 from model_api.fastpath import ColumnSpec, build_fast_path
+from model_api.fastpath import preprocess as preprocess_module
 from model_api.fastpath import stacked as stacked_module
 from tests.unit.fastpath_support import CATEGORICAL, UNKNOWN, build, converter, recheck, table
 
@@ -157,3 +158,15 @@ def test_categories_unknown_to_an_ignoring_encoder_are_answered() -> None:
     labels, _ = fast.predict({"plan": ["gold"], "region": ["north"]}, 1, False)
     assert labels.tolist() == model.predict(frame[CATEGORICAL].head(1).assign(plan="gold")).tolist()
     assert fast.fallbacks == 0
+
+
+def test_preprocessing_rounded_to_float32_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check sees the scaler's arithmetic too: scaling in float32 instead of float64 is caught."""
+    frame, label = demo.make_churn_table(600)
+    model = demo.build_pipeline(n_trees=10).fit(frame, label)
+    kinds = {c: "long" if frame[c].dtype.kind == "i" else "double" for c in demo.NUMERIC}
+    specs = [ColumnSpec(c, kinds.get(c, "string")) for c in frame.columns]
+    monkeypatch.setattr(preprocess_module, "float_dtype", lambda cols: np.dtype(np.float32))
+    fast, reason = build_fast_path(model, specs, converter(specs), n_random=50_000)
+    assert fast is None
+    assert "differ" in reason
