@@ -35,6 +35,7 @@ from model_api.fastpath.trees import (
 )
 
 logger = logging.getLogger(__name__)
+_EXACT_INT = 2**53
 
 ToFrame = Callable[[Mapping[str, list[Any]]], Any]
 _FAMILIES: dict[str, Callable[[Any], list[Callable[[], Evaluator]]]] = {
@@ -122,6 +123,11 @@ class FastPath:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """The fast path alone; raises Fallback where the model must answer."""
         raw = [np.asarray(columns[name], dtype=dtype) for name, dtype in self._columns]
+        for col in raw:
+            if col.dtype.kind == "i" and ((col > _EXACT_INT) | (col < -_EXACT_INT)).any():
+                # float64 holds integers exactly only up to 2**53; beyond, numpy and pandas may
+                # round through different types: the model answers these.
+                raise Fallback("an integer beyond 2**53")
         cols = self._prep.run(raw)
         X = np.empty((len(raw[0]), len(cols)), dtype=np.float64)
         for j, c in enumerate(cols):
