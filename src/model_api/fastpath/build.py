@@ -1,10 +1,8 @@
 """Compile a fitted tree model (alone or behind a preprocessing pipeline) and prove it exact.
 
-`build_fast_path(model, columns, to_frame)` returns `(FastPath, reason)` or `(None, reason)`.
-A FastPath answers from the request's columns with numpy preprocessing and a tree evaluator; no
-DataFrame. A request the model would refuse (an unknown category under handle_unknown='error', a
-NaN the trees do not take, a value that overflows float32 after scaling) is handed to the model
-itself, which raises its own error, so errors stay the model's.
+`build_fast_path(model, columns, to_frame)` returns `(FastPath, reason)` or `(None, reason)`:
+it picks the model's family, compiles the preprocessing, then tries the family's evaluators in
+order of preference and keeps the first one the check (`verify.py`) finds bit-identical.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +23,7 @@ from model_api.fastpath.boosters import (
     xgboost_booster_candidates,
     xgboost_candidates,
 )
+from model_api.fastpath.path import ColumnSpec, FastPath, ToFrame, reference
 from model_api.fastpath.preprocess import Fallback, Origin, Step, Unsupported, compile_steps
 from model_api.fastpath.trees import (
     Evaluator,
@@ -35,9 +33,7 @@ from model_api.fastpath.trees import (
 )
 
 logger = logging.getLogger(__name__)
-_EXACT_INT = 2**53
 
-ToFrame = Callable[[Mapping[str, list[Any]]], Any]
 _FAMILIES: dict[str, Callable[[Any], list[Callable[[], Evaluator]]]] = {
     "RandomForestClassifier": forest_candidates,
     "RandomForestRegressor": forest_candidates,
@@ -59,96 +55,6 @@ _FAMILIES: dict[str, Callable[[Any], list[Callable[[], Evaluator]]]] = {
 def _family(est: Any) -> Callable[[Any], list[Callable[[], Evaluator]]] | None:
     kind = type(est)
     return _FAMILIES.get(kind.__name__) or _FAMILIES.get(f"{kind.__module__}.{kind.__name__}")
-
-
-def reference(model: Any) -> Callable[[Any, bool], tuple[np.ndarray, np.ndarray | None]]:
-    """What the model itself answers for a frame: (labels, probabilities when asked)."""
-    kind = f"{type(model).__module__}.{type(model).__name__}"
-    if kind == "xgboost.core.Booster":
-        return lambda frame, probabilities: (np.asarray(model.inplace_predict(frame)), None)
-    if kind == "lightgbm.basic.Booster":
-        return lambda frame, probabilities: (np.asarray(model.predict(frame)), None)
-
-    def answer(frame: Any, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        labels = np.asarray(model.predict(frame))
-        return labels, np.asarray(model.predict_proba(frame)) if probabilities else None
-
-    return answer
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """A request column: its signature name and MLflow ColSpec type."""
-
-    name: str
-    kind: str  # "double" | "float" | "long" | "integer" | "boolean" | "string"
-
-
-class FastPath:
-    """Compiled inference for one model: `predict(columns, n_rows, probabilities)`.
-
-    columns: validated request columns by signature name, Python lists (numbers as int/float,
-    a missing number or string as float('nan'), booleans as bool, strings as str).
-    Returns labels (1-D, the model's values and dtype) and, when asked, probabilities
-    [n_rows, n_classes] with the model's dtype and bits. Raises what the model raises.
-    """
-
-    def __init__(
-        self,
-        model: Any,
-        to_frame: ToFrame,
-        names: Sequence[str],
-        dtypes: Sequence[np.dtype[Any]],
-        prep: Step,
-        evaluator: Evaluator,
-        limits: tuple[bool, bool],
-        description: str,
-    ) -> None:
-        self.model, self.to_frame = model, to_frame
-        self._answer = reference(model)
-        self._columns = list(zip(names, dtypes, strict=True))
-        self._prep, self._evaluator = prep, evaluator
-        self._nan_ok, self._inf_ok = limits
-        self.description = description
-        self.has_probabilities = evaluator.has_probabilities
-        self.fallbacks = 0
-        """Requests handed to the model (each raised, or answered, as the model does)."""
-
-    def dtype(self, name: str) -> np.dtype[Any]:
-        """The dtype the server's conversion gives this column."""
-        return dict(self._columns)[name]
-
-    def evaluate(
-        self, columns: Mapping[str, Sequence[Any]], probabilities: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The fast path alone; raises Fallback where the model must answer."""
-        raw = [np.asarray(columns[name], dtype=dtype) for name, dtype in self._columns]
-        for col in raw:
-            if col.dtype.kind == "i" and ((col > _EXACT_INT) | (col < -_EXACT_INT)).any():
-                # float64 holds integers exactly only up to 2**53; beyond, numpy and pandas may
-                # round through different types: the model answers these.
-                raise Fallback("an integer beyond 2**53")
-        cols = self._prep.run(raw)
-        X = np.empty((len(raw[0]), len(cols)), dtype=np.float64)
-        for j, c in enumerate(cols):
-            X[:, j] = c
-        with np.errstate(over="ignore", invalid="ignore"):
-            seen = X.astype(np.float32) if self._evaluator.float32 else X
-        if not self._nan_ok and np.isnan(seen).any():
-            raise Fallback("NaN reaches trees that refuse it")
-        if not self._inf_ok and np.isinf(seen).any():
-            raise Fallback("an infinite value reaches trees that refuse it")
-        return self._evaluator.run(X, probabilities)
-
-    def predict(
-        self, columns: Mapping[str, Sequence[Any]], n_rows: int, probabilities: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        try:
-            return self.evaluate(columns, probabilities)
-        except Fallback:
-            self.fallbacks += 1
-            frame = self.to_frame({k: list(v) for k, v in columns.items()})
-            return self._answer(frame, probabilities)
 
 
 def _split(model: Any) -> tuple[list[Any], Any]:
