@@ -170,3 +170,15 @@ def test_preprocessing_rounded_to_float32_is_refused(monkeypatch: pytest.MonkeyP
     fast, reason = build_fast_path(model, specs, converter(specs), n_random=50_000)
     assert fast is None
     assert "differ" in reason
+
+
+def test_string_labels_come_back_as_the_model_gives_them() -> None:
+    frame, label, _ = table()
+    numeric = frame[["income", "visits", "age"]]
+    names = np.array(["low", "mid", "high"], dtype=object)[label]
+    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(numeric, names)
+    fast, reason = build(model, numeric, n_rows=20_000)
+    assert fast is not None, reason
+    columns = {c: numeric[c].head(5).tolist() for c in numeric.columns}
+    labels, _ = fast.predict(columns, 5, False)
+    assert labels.dtype == object and labels.tolist() == model.predict(numeric.head(5)).tolist()
