@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     are queued (concurrent clients are sending again). Also capped by the last model call's
     duration, the most a wait can save. A lone client never waits."""
 
+    fast_path: Literal["auto", "off"] = "auto"
+    """auto: at load, compile a tree model on the contract path (numpy preprocessing and a tree
+    evaluator) and serve it when the check finds every label and probability bit equal to the
+    model's; off: the model itself always answers."""
+
+    fast_path_check_rows: int = Field(default=50_000, ge=1000)
+    """Rows the fast path is checked on at load against the model (its split thresholds, one
+    float32 step either side, NaN, categories, random rows); more rows, a longer load."""
+
     reload_interval_s: float = Field(default=30.0, ge=0)
     """How often to ask the registry which version a movable URI (alias, latest, stage) names,
     and roll out a new one without downtime; 0 turns following off."""
