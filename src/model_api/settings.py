@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     """TCP port the server listens on."""
 
     model_threads: int = Field(default=1, ge=1, le=64)
-    """Threads that run model predictions; model work never runs on the event loop."""
+    """Threads that run model predictions; model work never runs on the event loop, except the
+    compiled fast path on batches of up to 256 rows (see `fastserve.py`)."""
 
     max_rows: int = Field(default=1000, ge=1)
     """Most rows one /predict request may carry; more is a 413."""
