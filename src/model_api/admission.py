@@ -117,3 +117,28 @@ def start_watching(receive: Receive | None, on_disconnect: Callable[[], None]) -
     if receive is None:
         return None
     return asyncio.get_running_loop().create_task(watch_disconnect(receive, on_disconnect))
+
+
+class LoopLag:
+    """How late the event loop runs a periodic timer: past `limit_s`, the worker's core is saturated.
+
+    A bound on requests in flight does not bound CPU: when requests are cheap, the worker can
+    hold fewer than its bound and still have more work than its core, and then new requests wait
+    unread in the socket buffers, where admission cannot see them. The loop's lag is the sign of
+    that: while it is past the limit the data plane refuses new prediction requests (cheaply)
+    until the core catches up. One timer per worker, every `interval_s`."""
+
+    def __init__(self, interval_s: float, limit_s: float) -> None:
+        self.interval_s = interval_s
+        self.limit_s = limit_s
+        self.lag_s = 0.0
+        """The last measured lag, in seconds."""
+        self.lagging = False
+
+    async def run(self) -> None:
+        """Measure until cancelled."""
+        while True:
+            expected = time.monotonic() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            self.lag_s = time.monotonic() - expected
+            self.lagging = self.limit_s > 0 and self.lag_s > self.limit_s

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from model_api.admission import TIMEOUT_HEADER, Client, Receive, Ticket, budget_s, start_watching
+from model_api.admission import TIMEOUT_HEADER, Client, LoopLag, Receive, Ticket, budget_s, start_watching
 from model_api.errors import (
     ClientDisconnected,
     ErrorDetail,
@@ -43,6 +43,8 @@ from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.settings import Settings
 
+LAG_INTERVAL_S = 0.01
+"""How often the event loop's lag is measured."""
 NAME_SHOWN = 64
 """How much of a client-chosen model name or version an error message repeats."""
 
@@ -149,6 +151,8 @@ class DataPlane:
         """Set on SIGTERM or shutdown: /ready answers 503 while requests in flight are served."""
         self.in_flight = 0
         """Prediction requests admitted and not yet answered (at most settings.max_in_flight)."""
+        self.loop_lag = LoopLag(LAG_INTERVAL_S, settings.max_loop_lag_ms / 1000)
+        """Run by the app's lifespan; while the loop lags, the worker counts as full."""
 
     def serve(self, predictor: Predictor) -> None:
         """Make `predictor` the one requests use (one assignment: atomic on the event loop) and
@@ -212,15 +216,18 @@ class DataPlane:
         return Admission(self, predictor, version, budget, client.receive if client is not None else None)
 
     def full(self) -> bool:
-        """Whether the worker holds `max_in_flight` prediction requests (0: never full)."""
+        """Whether the worker holds `max_in_flight` prediction requests (0: no bound), or a quarter
+        of them while its event loop lags past `max_loop_lag_ms` (its core is saturated; below a
+        quarter, a lag is a pause, a garbage collection or a long model call, not overload)."""
         bound = self.settings.max_in_flight
-        return bool(bound) and self.in_flight >= bound
+        if bound and self.in_flight >= bound:
+            return True
+        return self.loop_lag.lagging and self.in_flight >= max(1, bound // 4)
 
     def refuse(self) -> Overloaded:
         """The refusal of a request past the bound, counted in `requests_shed_total{reason="overloaded"}`."""
         self.metrics.shed.labels("overloaded").inc()
-        bound = self.settings.max_in_flight
-        return Overloaded(f"this worker is at its limit of {bound} requests in flight; retry shortly")
+        return Overloaded(f"this worker is at capacity ({self.in_flight} requests in flight); retry shortly")
 
     async def infer(self, admission: Admission, request: InferenceRequest) -> InferenceResult:
         """Validate the request's rows against the served model's contract and predict them within

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -126,11 +127,13 @@ def create_app(
         gc.freeze()
         rollout = app.state.rollout = Rollout(plane, settings, on_swap=forget_openapi)
         rollout.start()
+        lag_watch = asyncio.get_running_loop().create_task(plane.loop_lag.run())
         restore_sigterm = install_sigterm_drain(plane, settings.drain_grace_s)
         try:
             yield
         finally:
             restore_sigterm()
+            lag_watch.cancel()
             plane.start_draining()
             await rollout.close()
             served = plane.served()

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     request is refused at once with 503 (overloaded) and Retry-After, before its body is read.
     0: no bound. Chosen with `make overload` (see the README's Overload section)."""
 
+    max_loop_lag_ms: float = Field(default=20.0, ge=0)
+    """While the worker's event loop runs more than this late (its core is saturated), new
+    prediction requests are refused as past max_in_flight are; 0 turns the check off."""
+
     cors_origins: str = ""
     """Comma-separated origins browsers may call the API from ('*' for any); CORS is off when empty."""
 

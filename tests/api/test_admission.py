@@ -118,16 +118,16 @@ def test_past_the_bound_every_protocol_refuses_in_its_shape(registry: Any, champ
 
     assert ours.status_code == 503 and ours.headers["retry-after"] == "1"
     error = ours.json()["error"]
-    assert error["code"] == "overloaded" and "limit of 1" in error["message"]
+    assert error["code"] == "overloaded" and "at capacity" in error["message"]
     assert error["request_id"] == ours.headers["x-request-id"]
     assert ours.headers["x-content-type-options"] == "nosniff" and ours.headers["cache-control"] == "no-store"
     for protocol in (v1, v2, v2_version):
         assert protocol.status_code == 503, protocol.text
         assert protocol.headers["retry-after"] == "1"
-        assert set(protocol.json()) == {"error"} and "limit of 1" in protocol.json()["error"]
+        assert set(protocol.json()) == {"error"} and "at capacity" in protocol.json()["error"]
     assert mlflow.status_code == 503 and mlflow.headers["retry-after"] == "1"
     assert (
-        mlflow.json()["error_code"] == "TEMPORARILY_UNAVAILABLE" and "limit of 1" in mlflow.json()["message"]
+        mlflow.json()["error_code"] == "TEMPORARILY_UNAVAILABLE" and "at capacity" in mlflow.json()["message"]
     )
     assert mlflow.json()["request_id"] == mlflow.headers["x-request-id"]
     assert [p.status_code for p in probes] == [200] * len(probes)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from model_api.admission import Ticket, budget_s
+from model_api.admission import LoopLag, Ticket, budget_s
 from model_api.dataplane import DataPlane
 from model_api.errors import BadRequest, Expired, InvalidInput, Overloaded
 from model_api.metrics import Metrics
@@ -136,5 +136,39 @@ def test_the_data_plane_admits_up_to_its_bound(champion: LoadedModel) -> None:
         assert not plane.full() and plane.in_flight == 0
         assert gauge(metrics, "requests_in_flight") == 0
         assert metrics.registry.get_sample_value("requests_shed_total", {"reason": "overloaded"}) == 1
+    finally:
+        plane.served().close()
+
+
+def test_a_blocked_loop_is_measured_as_lagging() -> None:
+    lag = LoopLag(interval_s=0.01, limit_s=0.05)
+
+    async def main() -> float:
+        task = asyncio.get_running_loop().create_task(lag.run())
+        await asyncio.sleep(0.02)  # the first tick is under way
+        time.sleep(0.2)  # noqa: ASYNC251 - the point: the loop runs nothing for 200 ms
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if lag.lag_s > 0:
+                break
+        task.cancel()
+        return lag.lag_s
+
+    assert asyncio.run(main()) >= 0.15
+    assert lag.lagging
+
+
+def test_a_lagging_loop_fills_the_worker_from_a_quarter_of_its_bound(champion: LoadedModel) -> None:
+    metrics = Metrics()
+    plane = DataPlane(Settings(max_in_flight=8), metrics)
+    plane.serve(make_predictor(champion, metrics))
+    try:
+        plane.loop_lag.lagging = True
+        with plane.admit():
+            assert not plane.full(), "one request in flight: a lag is not overload"
+            with plane.admit():
+                assert plane.full(), "a quarter of the bound in flight and the loop behind"
+                plane.loop_lag.lagging = False
+                assert not plane.full()
     finally:
         plane.served().close()
