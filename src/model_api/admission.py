@@ -136,7 +136,9 @@ class LoopLag:
         self.lagging = False
 
     async def run(self) -> None:
-        """Measure until cancelled."""
+        """Measure until cancelled (return at once when the check is off: no timer at all)."""
+        if self.limit_s <= 0:
+            return
         while True:
             expected = time.monotonic() + self.interval_s
             await asyncio.sleep(self.interval_s)
