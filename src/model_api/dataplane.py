@@ -14,15 +14,19 @@ each request finishes on the model it was queued on and a batch never mixes two 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_api.errors import ErrorDetail, InvalidInput, ModelNotReady, NotFound, RequestTimeout, ServingError
 from model_api.inputs import ModelInput, ModelInputs, check_params
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.settings import Settings
+
+if TYPE_CHECKING:
+    from model_api.watch import Watch
 
 NAME_SHOWN = 64
 """How much of a client-chosen model name or version an error message repeats."""
@@ -53,16 +57,49 @@ class InferenceResult:
 class Admission:
     """A prediction request inside the data plane, from before its body is read until it is
     answered; used as a context manager, it counts the request's outcome when it leaves:
-    ok, invalid (any 4xx: the body, its envelope or its rows) or error (5xx)."""
+    ok, invalid (any 4xx: the body, its envelope or its rows) or error (5xx), and hands the
+    request to the plane's watch (metrics, inference log, shadow; `watch.py`).
 
-    __slots__ = ("model_version", "n_rows", "plane", "predictor")
+    The route sets `payload` (the body as parsed, or its bytes) and `answer` (what it renders)
+    for the inference log; the data plane sets `request`, `batch` and `prediction`."""
 
-    def __init__(self, plane: DataPlane, predictor: Predictor, model_version: str | None) -> None:
+    __slots__ = (
+        "answer",
+        "batch",
+        "model_version",
+        "n_rows",
+        "payload",
+        "plane",
+        "prediction",
+        "predictor",
+        "request",
+        "request_id",
+        "route",
+        "started",
+    )
+
+    def __init__(
+        self,
+        plane: DataPlane,
+        predictor: Predictor,
+        model_version: str | None,
+        *,
+        route: str = "",
+        request_id: str | None = None,
+    ) -> None:
         self.plane = plane
         self.predictor = predictor
         self.model_version = model_version
         self.n_rows = 0
         """Rows that reached the model (0 until the request's rows passed the contract)."""
+        self.route = route
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.payload: Any = None
+        self.answer: Any = None
+        self.request: InferenceRequest | None = None
+        self.batch: ModelInput | None = None
+        self.prediction: Prediction | None = None
 
     def __enter__(self) -> Admission:
         return self
@@ -83,6 +120,8 @@ class Admission:
         metrics.predictions.labels(*labels, outcome).inc()
         if self.n_rows:
             metrics.rows.labels(*labels, "ok" if outcome == "ok" else "error").inc(self.n_rows)
+        if self.plane.watch is not None:
+            self.plane.watch.answered(self, exc)
 
 
 class DataPlane:
@@ -94,11 +133,15 @@ class DataPlane:
         self.predictor: Predictor | None = None
         self.draining = False
         """Set on SIGTERM or shutdown: /ready answers 503 while requests in flight are served."""
+        self.watch: Watch | None = None
+        """What observes answered requests (metrics, inference log, shadow); set by the app."""
 
     def serve(self, predictor: Predictor) -> None:
         """Make `predictor` the one requests use (one assignment: atomic on the event loop) and
         record in the metrics which model is served."""
         self.predictor = predictor
+        if self.watch is not None:
+            self.watch.served(predictor)
         loaded = predictor.loaded
         self.metrics.model_loaded(
             loaded.name,
@@ -142,10 +185,17 @@ class DataPlane:
             )
         return predictor
 
-    def admit(self, name: str | None = None, version: str | None = None) -> Admission:
+    def admit(
+        self,
+        name: str | None = None,
+        version: str | None = None,
+        *,
+        route: str = "",
+        request_id: str | None = None,
+    ) -> Admission:
         """Admit a prediction request before its body is read: 503 while loading, 404 for a model
-        (or version) not served here."""
-        return Admission(self, self.lookup(name, version), version)
+        (or version) not served here. `route` and `request_id` go to the inference log."""
+        return Admission(self, self.lookup(name, version), version, route=route, request_id=request_id)
 
     async def infer(self, admission: Admission, request: InferenceRequest) -> InferenceResult:
         """Validate the request's rows against the served model's contract and predict them within
@@ -167,7 +217,10 @@ class DataPlane:
                 [ErrorDetail("the model has no predict_proba", field=request.probabilities_field)],
             )
         admission.n_rows = batch.n_rows
-        prediction = await self._predict_within(predictor, batch, request.return_probabilities)
+        admission.request, admission.batch = request, batch
+        prediction = admission.prediction = await self._predict_within(
+            predictor, batch, request.return_probabilities
+        )
         return InferenceResult(predictor, prediction, batch.n_rows)
 
     async def _predict_within(

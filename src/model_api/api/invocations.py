@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
 from model_api.api.body import DataPlaneDep
+from model_api.api.errors import request_id_of
 from model_api.api.protocol import PREDICT_STATUSES, protocol_responses
 from model_api.dataplane import InferenceRequest
 from model_api.errors import BadRequest, MalformedJSON, UnsupportedMediaType
@@ -104,10 +105,12 @@ def parse_invocation(body: bytes, content_type: str | None) -> InferenceRequest:
 @router.post("/invocations", responses=protocol_responses(*PREDICT_STATUSES, 415))
 async def invocations(request: Request, plane: DataPlaneDep) -> Response:
     """Predict, as MLflow's scoring server does: {"predictions": ...}."""
-    with plane.admit() as admission:
-        body = await request.body()
+    with plane.admit(route="/invocations", request_id=request_id_of(request.scope)) as admission:
+        body = admission.payload = await request.body()
         result = await plane.infer(admission, parse_invocation(body, request.headers.get("content-type")))
-    content = orjson.dumps({"predictions": result.prediction.labels}, option=orjson.OPT_SERIALIZE_NUMPY)
+        content = admission.answer = orjson.dumps(
+            {"predictions": result.prediction.labels}, option=orjson.OPT_SERIALIZE_NUMPY
+        )
     return Response(content, media_type=JSON)
 
 
