@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     shadow_sample_rate: float = Field(default=0.1, ge=0, le=1)
     """Share of answered requests the challenger also scores (0..1)."""
 
-    shadow_queue_size: int = Field(default=8, ge=1)
-    """Requests waiting for the challenger's one model thread at most; beyond, they are dropped
-    and counted, so the challenger never takes more than one thread of model time."""
+    shadow_queue_size: int = Field(default=256, ge=1)
+    """Requests waiting for the challenger's thread at most (scored together, their rows in one
+    model call where they merge); beyond, they are dropped and counted."""
+
+    shadow_budget: float = Field(default=0.1, gt=0, le=1)
+    """Most share of one thread's time the challenger takes: after scoring for t seconds its
+    thread rests t * (1 - budget) / budget, while new requests wait in its queue or are dropped."""

@@ -34,12 +34,15 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio.to_thread
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
+from model_api.contract import Batch
+from model_api.inputs import ModelInput
 from model_api.metrics import LATENCY_BUCKETS, Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.rollout import Rollout, load_from_registry, load_predictor
@@ -77,6 +80,9 @@ class Shadow:
         self.settings = shadow_settings(settings)
         self.sample_rate = settings.shadow_sample_rate
         self.max_rows = settings.max_rows
+        self.budget = settings.shadow_budget
+        self.batch_size = settings.shadow_queue_size
+        self._stop = threading.Event()
         self.predictor: Predictor | None = None
         self.metrics = metrics
         registry = metrics.registry
@@ -106,7 +112,8 @@ class Shadow:
         )
         self._latency = Histogram(
             "shadow_latency_seconds",
-            "The shadow challenger's time per request (parsing and model), by version.",
+            "The shadow challenger's time per scoring (the sampled requests waiting, parsed and "
+            "predicted in one model call where rows merge), by version.",
             ["challenger_version"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
@@ -144,6 +151,7 @@ class Shadow:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the shadow thread (queued requests are not scored) and the challenger."""
+        self._stop.set()
         while True:
             try:
                 self._queue.get_nowait()
@@ -156,47 +164,108 @@ class Shadow:
             self.predictor.close()
 
     def _run(self) -> None:
+        budget = self.budget
         while (job := self._queue.get()) is not None:
+            jobs = [job]
+            while len(jobs) < self.batch_size:  # what waited meanwhile, scored in one model call
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    return
+                jobs.append(more)
+            started = time.perf_counter()
             try:
-                self.score(*job)
+                self.score(jobs)
             except Exception:  # the shadow thread must outlive any surprise
                 logger.exception("the shadow challenger's comparison failed")
+            # The budget: rest so that scoring takes at most `budget` of this thread's time.
+            if self._stop.wait((time.perf_counter() - started) * (1 - budget) / budget):
+                return
 
-    def score(self, champion: Predictor, request: Any, prediction: Prediction) -> None:
-        """Score one request with the challenger and compare (in the shadow thread; public for tests)."""
+    def score(self, jobs: Sequence[Job]) -> None:
+        """Score sampled requests with the challenger (their rows in one model call where its rows
+        are exact merged, as the micro-batcher does) and compare each with its champion's answer.
+        Runs in the shadow thread; public for tests."""
         challenger = self.predictor
-        if challenger is None:
+        if challenger is None or not jobs:
             return
         version = challenger.version or ""
-        with_proba = champion.has_probabilities and challenger.has_probabilities
+        with_proba = challenger.has_probabilities and all(c.has_probabilities for c, _, _ in jobs)
         started = time.perf_counter()
+        kept: list[Job] = []
+        inputs: list[ModelInput] = []
+        for job in jobs:
+            try:
+                inputs.append(job[1].inputs.to_model_input(challenger.spec, job[1].params, self.max_rows))
+                kept.append(job)
+            except Exception:
+                self._requests.labels(version, "failed").inc()
         try:
-            batch = request.inputs.to_model_input(challenger.spec, request.params, self.max_rows)
-            answer = challenger.predict_sync(batch, with_proba)
+            answers = predict_each(challenger, inputs, with_proba)
         except Exception as exc:
-            self._requests.labels(version, "failed").inc()
+            self._requests.labels(version, "failed").inc(len(kept))
             logger.debug("the shadow challenger failed: %s", type(exc).__name__)
             return
         finally:
             self._latency.labels(version).observe(time.perf_counter() - started)
-        self._requests.labels(version, "scored").inc()
-        labels = champion.name, champion.version or "", version
-        equal, total = agreement(prediction.labels, answer.labels)
-        self._rows.labels(*labels, "equal").inc(equal)
-        self._rows.labels(*labels, "different").inc(total - equal)
-        if not with_proba or answer.probabilities is None:
-            return
-        reference = prediction.probabilities
-        if reference is None:  # the client asked for labels only: ask the champion here
-            batch = request.inputs.to_model_input(champion.spec, request.params, self.max_rows)
-            reference = champion.predict_sync(batch, True).probabilities
-        if reference is None:
-            return
-        histogram = self._difference.labels(*labels)
-        for value in probability_difference(
-            reference, champion.classes, answer.probabilities, challenger.classes
-        ).tolist():
-            histogram.observe(value)
+        self._requests.labels(version, "scored").inc(len(kept))
+        references = self._champion_probabilities(kept) if with_proba else {}
+        for (champion, _, prediction), answer in zip(kept, answers, strict=True):
+            labels = champion.name, champion.version or "", version
+            equal, total = agreement(prediction.labels, answer.labels)
+            self._rows.labels(*labels, "equal").inc(equal)
+            self._rows.labels(*labels, "different").inc(total - equal)
+            reference = prediction.probabilities
+            if reference is None:
+                reference = references.get(id(prediction))
+            if reference is None or answer.probabilities is None:
+                continue
+            histogram = self._difference.labels(*labels)
+            for value in probability_difference(
+                reference, champion.classes, answer.probabilities, challenger.classes
+            ).tolist():
+                histogram.observe(value)
+
+    def _champion_probabilities(self, jobs: Sequence[Job]) -> dict[int, np.ndarray]:
+        """The champion's probabilities for the answers that carried none (the client asked for
+        labels only), by id of the answer; those the champion cannot give are left out."""
+        wanted: dict[int, tuple[Predictor, list[tuple[Prediction, ModelInput]]]] = {}
+        for champion, request, prediction in jobs:
+            if prediction.probabilities is not None:
+                continue
+            try:
+                parsed = request.inputs.to_model_input(champion.spec, request.params, self.max_rows)
+            except Exception as exc:  # compared by labels only
+                logger.debug("the champion cannot parse a sampled request again: %s", type(exc).__name__)
+                continue
+            wanted.setdefault(id(champion), (champion, []))[1].append((prediction, parsed))
+        found: dict[int, np.ndarray] = {}
+        for champion, pairs in wanted.values():
+            try:
+                answers = predict_each(champion, [parsed for _, parsed in pairs], True)
+            except Exception as exc:  # compared by labels only
+                logger.debug("the champion's probabilities failed: %s", type(exc).__name__)
+                continue
+            for (prediction, _), answer in zip(pairs, answers, strict=True):
+                if answer.probabilities is not None:
+                    found[id(prediction)] = answer.probabilities
+        return found
+
+
+def predict_each(predictor: Predictor, inputs: Sequence[ModelInput], probabilities: bool) -> list[Prediction]:
+    """One prediction per input: in one model call where the predictor's rows are exact merged
+    (contract-path trees), else one call each. Raises what `predict_sync` raises."""
+    if len(inputs) > 1 and predictor.merges_rows and all(isinstance(i, Batch) for i in inputs):
+        batches = [i for i in inputs if isinstance(i, Batch)]
+        merged = predictor.predict_sync(Batch.concat(batches), probabilities)
+        answers, start = [], 0
+        for batch in batches:
+            answers.append(merged.slice(start, start + batch.n_rows))
+            start += batch.n_rows
+        return answers
+    return [predictor.predict_sync(i, probabilities) for i in inputs]
 
 
 async def follow(shadow: Shadow) -> Rollout | None:

@@ -82,7 +82,10 @@ def test_a_busy_shadow_drops_and_counts_and_a_failing_one_counts(
     predictor: Predictor, example_rows: list[dict[str, Any]]
 ) -> None:
     settings = Settings(
-        shadow_uri="models:/ChurnPredictor@champion", shadow_sample_rate=1.0, shadow_queue_size=2
+        shadow_uri="models:/ChurnPredictor@champion",
+        shadow_sample_rate=1.0,
+        shadow_queue_size=2,
+        shadow_budget=1.0,
     )
     shadow = Shadow(settings, Metrics())
     version = predictor.version or ""
@@ -106,7 +109,7 @@ def test_a_busy_shadow_drops_and_counts_and_a_failing_one_counts(
         real = predictor.predict_sync(
             Records(example_rows, "instances").to_model_input(predictor.spec, None, 100), False
         )
-        shadow.score(predictor, InferenceRequest(Records(example_rows, "instances")), real)
+        shadow.score([(predictor, InferenceRequest(Records(example_rows, "instances")), real)])
         registry = shadow.metrics.registry
         equal = registry.get_sample_value("shadow_rows_total", {**labels, "agreement": "equal"})
         assert equal is not None and equal >= len(example_rows)
