@@ -67,12 +67,21 @@ def relaxed_schema(schema: Any) -> Any:
     return Schema(specs) if relaxed else None
 
 
-def holds_missing(data: Any, relaxed: Any) -> bool:
-    """Whether a table holds a missing value in a column `relaxed_schema` relaxed (an optional
-    integer column of the model's signature)."""
+def optional_integers(schema: Any) -> list[str]:
+    """The optional `long` and `integer` columns of an input schema (what `relaxed_schema` relaxes)."""
+    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
+        return []
+    return [
+        s.name
+        for s in schema.inputs
+        if not s.required and str(getattr(s.type, "name", "")).lower() in _INTEGERS
+    ]
+
+
+def holds_missing(data: Any, names: list[str]) -> bool:
+    """Whether a table holds a missing value in one of the columns `names`."""
     if not isinstance(data, pd.DataFrame):
         return False
-    names = [s.name for s in relaxed.inputs if str(getattr(s.type, "name", "")).lower() == "double"]
     return any(name in data.columns and bool(data[name].isna().any()) for name in names)
 
 

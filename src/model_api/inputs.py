@@ -17,6 +17,7 @@ no other row has a string there, and a scikit-learn encoder then reads None as o
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 from dataclasses import dataclass
@@ -154,7 +155,8 @@ def parse_mlflow_json(payload: Any, spec: ModelSpec, max_rows: int) -> PyfuncBat
             if relaxed is None:
                 raise
             parsed = scoring_server._parse_json_data(dict(payload), spec.metadata, relaxed)  # type: ignore[no-untyped-call]
-    except MlflowException as exc:
+    except (MlflowException, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # MLflow's parsers raise more than MlflowException on bodies they cannot read.
         raise _mlflow_error(exc) from exc
     data = missing_as_nan(parsed.data, spec.input_schema)
     return _sized(PyfuncBatch(data, params, count_rows(data)), max_rows)
@@ -217,6 +219,10 @@ def parse_table(body: bytes, media: str, spec: ModelSpec, max_rows: int) -> Pyfu
                     raise
                 data = parse_csv(text, relaxed)
         else:
+            if importlib.util.find_spec("pyarrow") is None:
+                raise UnsupportedMediaType(
+                    "Parquet bodies need the pyarrow package, which this server lacks; send JSON or CSV"
+                )
             data = scoring_server.parse_parquet_input(io.BytesIO(body))  # type: ignore[no-untyped-call]
     except MlflowException as exc:
         raise BadRequest(f"the body is not a table MLflow can read as {media}") from exc
@@ -282,67 +288,6 @@ def check_params(params: Any, params_schema: Any) -> None:
             faults.append(ErrorDetail(f"expected {spec.dtype}{shape}", field=f"params.{name}"))
     if faults:
         raise InvalidInput("the params do not fit the model's params schema", faults[:MAX_DETAILS])
-
-
-@dataclass(frozen=True)
-class Records:
-    """Rows as objects keyed by column name (`where` names the field they came in)."""
-
-    rows: Any
-    where: str = "instances"
-
-    def to_model_input(self, spec: ModelSpec, params: dict[str, Any] | None, max_rows: int) -> ModelInput:
-        if spec.contract is not None:
-            return spec.contract.parse_records(self.rows, max_rows, self.where)
-        return parse_mlflow_json(
-            {"dataframe_records": _rows_list(self.rows, self.where), "params": params}, spec, max_rows
-        )
-
-
-@dataclass(frozen=True)
-class Rows:
-    """Rows as lists of values in signature order (for a tensor signature, the rows of its tensor)."""
-
-    rows: Any
-    where: str = "features"
-
-    def to_model_input(self, spec: ModelSpec, params: dict[str, Any] | None, max_rows: int) -> ModelInput:
-        if spec.contract is not None:
-            return spec.contract.parse_rows(self.rows, max_rows, self.where)
-        rows = _rows_list(self.rows, self.where)
-        if (
-            spec.input_schema is not None
-            and spec.input_schema.has_input_names()
-            and not spec.input_schema.is_tensor_spec()
-        ):
-            split = {"columns": spec.input_schema.input_names(), "data": rows}
-            return parse_mlflow_json({"dataframe_split": split, "params": params}, spec, max_rows)
-        return parse_mlflow_json({"instances": rows, "params": params}, spec, max_rows)
-
-
-@dataclass(frozen=True)
-class Instances:
-    """TF-serving style `instances` (the KServe V1 protocol), read as MLflow reads them."""
-
-    instances: Any
-
-    def to_model_input(self, spec: ModelSpec, params: dict[str, Any] | None, max_rows: int) -> ModelInput:
-        if spec.contract is not None:
-            rows = self.instances
-            if type(rows) is list and rows and type(rows[0]) is dict:
-                return spec.contract.parse_records(rows, max_rows, "instances")
-            return spec.contract.parse_rows(rows, max_rows, "instances")
-        return parse_mlflow_json(
-            {"instances": _rows_list(self.instances, "instances"), "params": params}, spec, max_rows
-        )
-
-
-def _rows_list(rows: Any, where: str) -> list[Any]:
-    if type(rows) is not list or not rows:
-        raise InvalidInput(
-            f"'{where}' must be a non-empty list of rows", [ErrorDetail("expected a list", field=where)]
-        )
-    return rows
 
 
 def media_type(content_type: str | None) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 from model_api.dtypes import (
     holds_missing,
     lightgbm_categories,
+    optional_integers,
     predict_relaxed,
     relaxed_schema,
     restore_categories,
@@ -80,6 +81,7 @@ class Predictor:
         """Class probabilities are offered for single-output classifiers of these flavors."""
         self._categories = lightgbm_categories(model) if loaded.flavor == "lightgbm" else {}
         self._relaxed = relaxed_schema(spec.input_schema)
+        self._optional_integers = optional_integers(spec.input_schema)
         self._latency = metrics.model_latency.labels(loaded.name, loaded.version or "")
         self._labels_from_proba = self.has_probabilities and _predicts_argmax_of_proba(model)
         self.merges_rows = self.schema is not None and rows_are_exact_alone(model)
@@ -127,7 +129,7 @@ class Predictor:
         started = time.perf_counter()
         try:
             data = restore_categories(batch.data, self._categories)
-            if self._relaxed is not None and holds_missing(data, self._relaxed):
+            if self._relaxed is not None and holds_missing(data, self._optional_integers):
                 # An optional integer column holding a missing value: MLflow refuses it (dtypes.py).
                 output = predict_relaxed(self.loaded.pyfunc, data, batch.params, self._relaxed)
             else:

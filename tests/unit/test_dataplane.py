@@ -14,11 +14,11 @@ import pytest
 
 from model_api.dataplane import DataPlane, InferenceRequest
 from model_api.errors import InvalidInput, ModelNotReady, NotFound, PredictionFailed
-from model_api.inputs import Records
 from model_api.main import create_app
 from model_api.metrics import Metrics
 from model_api.predictor import Predictor
 from model_api.registry import LoadedModel
+from model_api.rows import Records
 from model_api.settings import Settings
 from model_api.signature import model_spec
 from tests.api.test_api import assert_error

@@ -102,7 +102,39 @@ def parse_invocation(body: bytes, content_type: str | None) -> InferenceRequest:
     return InferenceRequest(JsonInvocation(payload), payload.get("params"))
 
 
-@router.post("/invocations", responses=protocol_responses(*PREDICT_STATUSES, 415))
+INVOCATIONS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "description": "Exactly one of MLflow's four forms, and optionally the model's params.",
+                    "properties": {
+                        "dataframe_split": {
+                            "type": "object",
+                            "properties": {"columns": {"type": "array"}, "data": {"type": "array"}},
+                            "required": ["data"],
+                        },
+                        "dataframe_records": {"type": "array", "items": {"type": "object"}},
+                        "instances": {"type": "array"},
+                        "inputs": {"type": ["object", "array"]},
+                        "params": {"type": "object"},
+                    },
+                    "oneOf": [{"required": [form]} for form in JSON_FORMS],
+                    "additionalProperties": False,
+                }
+            },
+            "text/csv": {"schema": {"type": "string"}},
+            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/invocations", responses=protocol_responses(*PREDICT_STATUSES, 415), openapi_extra=INVOCATIONS_BODY
+)
 async def invocations(request: Request, plane: DataPlaneDep) -> Response:
     """Predict, as MLflow's scoring server does: {"predictions": ...}."""
     with plane.admit(route="/invocations", request_id=request_id_of(request.scope)) as admission:

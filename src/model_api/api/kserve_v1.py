@@ -17,8 +17,8 @@ from model_api.api.errors import request_id_of
 from model_api.api.protocol import PREDICT_STATUSES, protocol_body, protocol_responses
 from model_api.dataplane import InferenceRequest
 from model_api.errors import BadRequest
-from model_api.inputs import Instances
 from model_api.responses import JSONResponse
+from model_api.rows import Instances
 
 router = APIRouter(prefix="/v1", tags=["inference protocol v1"])
 

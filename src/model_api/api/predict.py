@@ -13,8 +13,8 @@ from model_api.api.models import ERROR_RESPONSES, PredictResponse
 from model_api.contract import MAX_DETAILS, unknown_detail
 from model_api.dataplane import InferenceRequest, InferenceResult
 from model_api.errors import ErrorDetail, InvalidInput
-from model_api.inputs import Records, Rows
 from model_api.responses import JSONResponse
+from model_api.rows import Records, Rows
 
 router = APIRouter()
 
