@@ -12,10 +12,11 @@ import pytest
 
 from model_api.dataplane import InferenceRequest
 from model_api.errors import InvalidInput
-from model_api.inputs import ModelInput, ModelSpec, Records
+from model_api.inputs import ModelInput, ModelSpec
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.registry import LoadedModel
+from model_api.rows import Records
 from model_api.settings import Settings
 from model_api.shadow import Shadow, agreement, probability_difference, shadow_settings
 from model_api.signature import model_spec
