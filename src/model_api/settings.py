@@ -159,6 +159,6 @@ class Settings(BaseSettings):
     """Requests waiting for the challenger's thread at most (scored together, their rows in one
     model call where they merge); beyond, they are dropped and counted."""
 
-    shadow_budget: float = Field(default=0.1, gt=0, le=1)
+    shadow_budget: float = Field(default=0.05, gt=0, le=1)
     """Most share of one thread's time the challenger takes: after scoring for t seconds its
     thread rests t * (1 - budget) / budget, while new requests wait in its queue or are dropped."""

@@ -102,6 +102,20 @@ class ModelWatch:
             for name in (profile.features if profile else ())
             for kind in KINDS
         }
+        self._ranges = [(n, low, high) for n, (low, high) in profile.numeric.items()] if profile else []
+        self._known = list(profile.categorical.items()) if profile else []
+
+    def _clean_row(self, columns: dict[str, list[Any]]) -> bool:
+        """Whether a single row has nothing to count: the common case, checked in a few
+        comparisons (None, NaN, text or a bool fail them and take `observe`'s full count)."""
+        try:
+            for name, low, high in self._ranges:
+                value = columns[name][0]
+                if not low <= value <= high or type(value) is bool:
+                    return False
+            return all(columns[name][0] in known for name, known in self._known)
+        except (KeyError, IndexError, TypeError):
+            return False
 
     def observe(self, batch: Batch, prediction: Prediction) -> None:
         """Count one answered batch: its predicted classes or values, and its flagged features."""
@@ -116,7 +130,7 @@ class ModelWatch:
             for value in labels:
                 if isinstance(value, int | float):
                     self.value.observe(value)
-        if self.profile is not None:
+        if self.profile is not None and not (batch.n_rows == 1 and self._clean_row(batch.columns)):
             for name, counts in observe(self.profile, batch.columns).items():
                 for kind, count in zip(KINDS, counts, strict=True):
                     if count:

@@ -84,8 +84,11 @@ def run(
     load_before = os.getloadavg()
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
     body: Path | None = None
+    names = list(configs)
     for round_ in range(rounds):
-        for name, env in configs.items():
+        # Each round in another order, so a trend in the machine's load favours no configuration.
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            env = configs[name]
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             env = {**env, "MODEL_API_PORT": str(port), "MODEL_API_HOST": "127.0.0.1"}

@@ -146,3 +146,32 @@ def test_bodies_the_record_keeps() -> None:
     assert jsonable_body(b"PAR1\xff\xfe") == {"bytes": 6}
     assert jsonable_body(np.array([[1, 2]])) == [[1, 2]]
     assert jsonable_body(None) is None
+
+
+@pytest.mark.parametrize(
+    ("row", "flagged"),
+    [
+        ({"age": 30, "contract": "one-year"}, None),
+        ({"age": 17, "contract": "one-year"}, ("age", "out_of_range")),
+        ({"age": float("nan"), "contract": "one-year"}, ("age", "missing")),
+        ({"age": True, "contract": "one-year"}, ("age", "unknown")),
+        ({"age": "30", "contract": "one-year"}, ("age", "unknown")),
+        ({"age": 30, "contract": "weekly"}, ("contract", "unknown")),
+        ({"age": 30, "contract": None}, ("contract", "missing")),
+        ({"age": 30}, ("contract", "missing")),
+    ],
+)
+def test_a_single_row_is_counted_like_a_batch(
+    predictor: Predictor, row: dict[str, object], flagged: tuple[str, str] | None
+) -> None:
+    registry = CollectorRegistry()
+    profile = Profile(numeric={"age": (18.0, 80.0)}, categorical={"contract": frozenset({"one-year"})})
+    watch = ModelWatch(predictor, PredictionMetrics(registry), profile)
+    watch.observe(Batch({k: [v] for k, v in row.items()}, 1), Prediction([0]))
+    counted = {
+        (feature, kind)
+        for feature in ("age", "contract")
+        for kind in ("missing", "unknown", "out_of_range")
+        if sample(registry, "feature_values_flagged_total", feature=feature, kind=kind)
+    }
+    assert counted == ({flagged} if flagged else set())
