@@ -19,7 +19,7 @@ DURATION ?= 60s
 USERS ?= 100
 SPAWN_RATE ?= 20
 
-.PHONY: help install system-deps apt demo serve test lint unit integration rules image-test bench overload loadtest manifests kserve-sdk soak clean
+.PHONY: help install system-deps apt demo serve test lint unit integration conformance rules image-test bench overload loadtest manifests kserve-sdk soak clean
 
 help:
 	@echo "make serve   - install, register the demo model if missing, serve it on :8000"
@@ -72,6 +72,11 @@ unit: install
 
 integration: install system-deps
 	$(BIN)/pytest tests/integration
+
+# The conformance suite: 31 small models of every kind, every route against MLflow's own pyfunc
+# model, and a real `mlflow models serve` side by side (about 5 minutes).
+conformance: install
+	$(BIN)/pytest tests/conformance
 
 # deploy/: kustomize build, Kubernetes schemas (strict), KServe models (strict), probe/port drift.
 manifests: install kserve-sdk

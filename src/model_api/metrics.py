@@ -112,6 +112,13 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=self.registry,
         )
+        self.fast_path = Gauge(
+            "model_fast_path",
+            "1 when the compiled fast path answers for this model version, 0 when the model itself does.",
+            model,
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         self.model_ready = Gauge(
             "model_ready",
             "1 when the model is loaded and warmed and the service is not draining (any live worker).",

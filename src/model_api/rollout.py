@@ -23,6 +23,7 @@ import anyio.to_thread
 
 from model_api.batching import MicroBatcher
 from model_api.errors import ModelLoadError
+from model_api.fastserve import attach_fast_path
 from model_api.metrics import Metrics
 from model_api.model_uri import MOVABLE, RefKind, parse_model_uri
 from model_api.predictor import Predictor
@@ -56,7 +57,8 @@ def load_predictor(
     must_warm: bool = False,
 ) -> Predictor:
     """The one load, for the first one and every reload: resolve, download, deserialize, derive
-    what requests are parsed against, wrap the model in a (batching) predictor and warm it.
+    what requests are parsed against, wrap the model in a (batching) predictor, compile and check
+    its fast path (`fastserve.py`) and warm it.
     Blocking: run it in one worker thread.
 
     A model that cannot be warmed starts unwarmed with a warning (MLflow would serve it), except
@@ -76,6 +78,7 @@ def load_predictor(
     else:
         predictor = Predictor(loaded, spec, threads=settings.model_threads, metrics=metrics)
     try:
+        attach_fast_path(predictor, settings, metrics)
         unwarmed = predictor.warm()
     except BaseException:
         predictor.close()

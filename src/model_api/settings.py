@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     """TCP port the server listens on."""
 
     model_threads: int = Field(default=1, ge=1, le=64)
-    """Threads that run model predictions; model work never runs on the event loop."""
+    """Threads that run model predictions; model work never runs on the event loop, except the
+    compiled fast path on batches of up to 256 rows (see `fastserve.py`)."""
 
     max_rows: int = Field(default=1000, ge=1)
     """Most rows one /predict request may carry; more is a 413."""
@@ -69,6 +70,15 @@ class Settings(BaseSettings):
     more are sure to come: other model threads are busy, or a recent batch held more requests than
     are queued (concurrent clients are sending again). Also capped by the last model call's
     duration, the most a wait can save. A lone client never waits."""
+
+    fast_path: Literal["auto", "off"] = "auto"
+    """auto: at load, compile a tree model on the contract path (numpy preprocessing and a tree
+    evaluator) and serve it when the check finds every label and probability bit equal to the
+    model's; off: the model itself always answers."""
+
+    fast_path_check_rows: int = Field(default=50_000, ge=1000)
+    """Rows the fast path is checked on at load against the model (its split thresholds, one
+    float32 step either side, NaN, categories, random rows); more rows, a longer load."""
 
     reload_interval_s: float = Field(default=30.0, ge=0)
     """How often to ask the registry which version a movable URI (alias, latest, stage) names,

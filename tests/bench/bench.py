@@ -11,6 +11,7 @@ stdout, bench-results/bench.json and bench-results/bench.md. Then the cost of wa
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -21,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -198,23 +199,38 @@ def measure(
     return results
 
 
+def _median_ms(call: Callable[[], object], repeat: int = 40) -> float:
+    for _ in range(5):
+        call()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
 def in_process(tracking_uri: str, uri: str) -> dict[str, float]:
-    """The model's own predict (the raw sklearn pipeline on a DataFrame), median of many calls."""
+    """The model's own predict (the raw sklearn pipeline on a DataFrame) and the served fast path
+    (`fastserve.compile_for`, from the request's columns), median of many calls each."""
+    from model_api.contract import Batch
+    from model_api.fastserve import compile_for
     from model_api.registry import load_model
+    from model_api.settings import Settings
+    from model_api.signature import model_spec
 
     loaded = load_model(uri, tracking_uri)
     assert loaded.input_example is not None
+    schema = model_spec(loaded).contract
+    fast, _ = compile_for(loaded.model, schema, Settings(fast_path="auto"))
     out = {}
     for n in (1, 64):
         frame = loaded.input_example.sample(n=n, replace=True, random_state=0).reset_index(drop=True)
-        for _ in range(5):
-            loaded.model.predict(frame)
-        times = []
-        for _ in range(40):
-            t = time.perf_counter()
-            loaded.model.predict(frame)
-            times.append(time.perf_counter() - t)
-        out[f"predict_{n}_rows_ms"] = statistics.median(times) * 1000
+        out[f"predict_{n}_rows_ms"] = _median_ms(functools.partial(loaded.model.predict, frame))
+        if fast is not None and schema is not None:
+            records = [{k: (None if v != v else v) for k, v in r.items()} for r in frame.to_dict("records")]
+            batch: Batch = schema.parse_records(records, max_rows=n)
+            out[f"fast_{n}_rows_ms"] = _median_ms(functools.partial(fast.evaluate, batch.columns, False))
     return out
 
 
@@ -245,9 +261,10 @@ def main() -> int:
 
     print("in-process limit ...", flush=True)
     limit = in_process(tracking_uri, uri)
-    print(
-        f"  predict 1 row {limit['predict_1_rows_ms']:.2f} ms, 64 rows {limit['predict_64_rows_ms']:.2f} ms"
-    )
+    for label, key in (("model predict", "predict"), ("fast path", "fast")):
+        if f"{key}_1_rows_ms" in limit:
+            one, many = limit[f"{key}_1_rows_ms"], limit[f"{key}_64_rows_ms"]
+            print(f"  {label:<14} 1 row {one:.2f} ms, 64 rows {many:.2f} ms")
 
     info_port = free_port()
     ours_env = {**base_env, "MODEL_API_PORT": str(info_port), "MODEL_API_HOST": "127.0.0.1"}
@@ -257,6 +274,8 @@ def main() -> int:
         [str(bin_dir / "model-api"), "serve"], ours_env, f"{ours_url}/ready", args.out / "ours.log"
     ) as proc:
         info = httpx.get(f"{ours_url}/model/info", timeout=5).json()
+        served_by = f"fast path ({info['fast_path']})" if info.get("fast_path") else "the model itself"
+        print(f"  served by {served_by}: {info.get('fast_path_reason', '')}", flush=True)
         names = [c["name"] for c in info["inputs"]]
         example = info["input_example"]
         records = {n: [example[i % len(example)] for i in range(n)] for n in (1, 64)}
@@ -334,21 +353,30 @@ def main() -> int:
             "ceiling", proc, f"{ceiling_url}/predict", bodies["ceiling"], args.seconds, [SCENARIOS[2]]
         )
 
-    report(results, limit, args.out)
+    report(results, limit, args.out, served_by)
     print("watch: inference logs to a file at 100% and the shadow on, against both off ...", flush=True)
     watchbench.run(ROOT, base_env, args.out, args.seconds, 1, None)
     return 0
 
 
-def report(results: list[Result], limit: dict[str, float], out: Path) -> None:
+def report(results: list[Result], limit: dict[str, float], out: Path, served_by: str) -> None:
     by = {(r.server, r.scenario): r for r in results}
     ceiling = by[("ceiling", SCENARIOS[2][0])]
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         "each server one worker on core 0, wrk on core 1.",
         "",
-        f"In-process limit (model predict alone): 1 row {limit['predict_1_rows_ms']:.2f} ms, "
-        f"64 rows {limit['predict_64_rows_ms']:.2f} ms.",
+        f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+        "",
+        f"model-api served by {served_by}.",
+        "",
+        "| in process | 1 row ms | 64 rows ms |",
+        "|---|---:|---:|",
+    ]
+    for label, key in (("model predict (DataFrame)", "predict"), ("fast path (request columns)", "fast")):
+        if f"{key}_1_rows_ms" in limit:
+            lines.append(f"| {label} | {limit[f'{key}_1_rows_ms']:.2f} | {limit[f'{key}_64_rows_ms']:.2f} |")
+    lines += [
         "",
         "| scenario | server | req/s | rows/s | p50 ms | p99 ms | errors | RSS MB | ours/mlflow |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
@@ -375,7 +403,13 @@ def report(results: list[Result], limit: dict[str, float], out: Path) -> None:
     (out / "bench.md").write_text(text + "\n")
     (out / "bench.json").write_text(
         json.dumps(
-            {"results": [asdict(r) for r in results], "in_process": limit, "ceiling_req_s": ceiling.req_s},
+            {
+                "results": [asdict(r) for r in results],
+                "in_process": limit,
+                "ceiling_req_s": ceiling.req_s,
+                "served_by": served_by,
+                "load_average": os.getloadavg(),
+            },
             indent=2,
         )
     )

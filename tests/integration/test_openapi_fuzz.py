@@ -22,16 +22,17 @@ from tests.support import Registry, server_in_thread
 
 KEY = "fuzzing-key-0123456789"
 # 413 is how this service refuses too many rows or too large a body: a refusal like 400 and 422.
-# The KServe protocol bodies are documented by their protocol's shape (tensors, instances), not by
-# the model's signature, so a body valid for the schema need not be one the model can use: the
-# check that schema-valid bodies are accepted is off for those two operations only.
+# The KServe and MLflow protocol bodies are documented by their protocol's shape (tensors,
+# instances, MLflow's four forms), not by the model's signature, so a body valid for the schema need
+# not be one the model can use: the check that schema-valid bodies are accepted is off for those
+# three operations only.
 # Every check is on by default (not passed on the command line, which would override the operation's).
 CONFIG = """
 [checks.negative_data_rejection]
 expected-statuses = ["400", "401", "404", "405", "413", "415", "422"]
 
 [[operations]]
-include-path-regex = "^/v1/models/[^/]+:predict$|/infer$"
+include-path-regex = "^/v1/models/[^/]+:predict$|/infer$|^/invocations$"
 checks.positive_data_acceptance.enabled = false
 """
 

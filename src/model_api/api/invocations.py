@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.responses import PlainTextResponse, Response
 
 from model_api.api.body import DataPlaneDep
@@ -37,6 +38,20 @@ from model_api.inputs import (
 )
 
 router = APIRouter(tags=["mlflow scoring protocol"])
+
+
+class MlflowError(BaseModel):
+    """An error as MLflow's scoring server answers it (and the request id)."""
+
+    error_code: str
+    message: str
+    request_id: str | None = None
+
+
+def mlflow_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of an MLflow protocol route, in MLflow's error shape."""
+    return {s: {**meaning, "model": MlflowError} for s, meaning in protocol_responses(*statuses).items()}
+
 
 JSON = "application/json"
 TABLES = ("text/csv", "application/vnd.apache.parquet")
@@ -116,8 +131,8 @@ INVOCATIONS_BODY: dict[str, Any] = {
                             "properties": {"columns": {"type": "array"}, "data": {"type": "array"}},
                             "required": ["data"],
                         },
-                        "dataframe_records": {"type": "array", "items": {"type": "object"}},
-                        "instances": {"type": "array"},
+                        "dataframe_records": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                        "instances": {"type": "array", "minItems": 1},
                         "inputs": {"type": ["object", "array"]},
                         "params": {"type": "object"},
                     },
@@ -133,7 +148,7 @@ INVOCATIONS_BODY: dict[str, Any] = {
 
 
 @router.post(
-    "/invocations", responses=protocol_responses(*PREDICT_STATUSES, 415), openapi_extra=INVOCATIONS_BODY
+    "/invocations", responses=mlflow_responses(*PREDICT_STATUSES, 415), openapi_extra=INVOCATIONS_BODY
 )
 async def invocations(request: Request, plane: DataPlaneDep) -> Response:
     """Predict, as MLflow's scoring server does: {"predictions": ...}."""
@@ -146,7 +161,14 @@ async def invocations(request: Request, plane: DataPlaneDep) -> Response:
     return Response(content, media_type=JSON)
 
 
-@router.get("/ping", responses=protocol_responses(503))
+@router.get(
+    "/ping",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Loaded and warmed."},
+        **mlflow_responses(503),
+    },
+)
 async def ping(plane: DataPlaneDep) -> Response:
     """200 once the model is loaded and warmed (MLflow's health check); 503 while loading or draining."""
     plane.ready()

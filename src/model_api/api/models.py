@@ -103,6 +103,16 @@ class ModelInfo(BaseModel):
         description="contract: our checks and the raw estimator (merged batches, fast paths); "
         "pyfunc: MLflow's own parsing, enforcement and pyfunc predict, one request per call."
     )
+    fast_path: str | None = Field(
+        default=None,
+        description="The compiled fast path answering for the model (evaluator, pipeline, trees), "
+        "checked bit-identical to it at load; null when the model itself answers.",
+    )
+    fast_path_reason: str = Field(
+        default="",
+        description="How the fast path was checked (rows, threshold edges, NaN), or why the model "
+        "serves without one.",
+    )
     inputs: list[ColumnInfo]
     params: Any = Field(
         default=None, description="The model's ParamSchema: the params it takes, with defaults."

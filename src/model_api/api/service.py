@@ -65,6 +65,8 @@ async def model_info(request: Request, plane: DataPlaneDep) -> ModelInfo:
         flavor=loaded.flavor,
         estimator=loaded.estimator_class,
         path="contract" if predictor.schema is not None else "pyfunc",
+        fast_path=predictor.fast.description if predictor.fast is not None else None,
+        fast_path_reason=predictor.fast_reason,
         inputs=[
             ColumnInfo(
                 name=f.name,

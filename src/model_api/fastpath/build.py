@@ -1,0 +1,232 @@
+"""Compile a fitted tree model (alone or behind a preprocessing pipeline) and prove it exact.
+
+`build_fast_path(model, columns, to_frame)` returns `(FastPath, reason)` or `(None, reason)`:
+it picks the model's family, compiles the preprocessing, then tries the family's evaluators in
+order of preference and keeps the first one the check (`verify.py`) finds bit-identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from model_api.fastpath import verify
+from model_api.fastpath.boosters import (
+    lightgbm_booster_candidates,
+    lightgbm_candidates,
+    xgboost_booster_candidates,
+    xgboost_candidates,
+)
+from model_api.fastpath.path import ColumnSpec, FastPath, ToFrame, reference
+from model_api.fastpath.preprocess import Fallback, Origin, Step, Unsupported, compile_steps
+from model_api.fastpath.trees import (
+    Evaluator,
+    forest_candidates,
+    gradient_boosting_candidates,
+    hist_gradient_boosting_candidates,
+)
+
+logger = logging.getLogger(__name__)
+
+_FAMILIES: dict[str, Callable[[Any], list[Callable[[], Evaluator]]]] = {
+    "RandomForestClassifier": forest_candidates,
+    "RandomForestRegressor": forest_candidates,
+    "ExtraTreesClassifier": forest_candidates,
+    "ExtraTreesRegressor": forest_candidates,
+    "GradientBoostingClassifier": gradient_boosting_candidates,
+    "GradientBoostingRegressor": gradient_boosting_candidates,
+    "HistGradientBoostingClassifier": hist_gradient_boosting_candidates,
+    "HistGradientBoostingRegressor": hist_gradient_boosting_candidates,
+    "XGBClassifier": xgboost_candidates,
+    "XGBRegressor": xgboost_candidates,
+    "LGBMClassifier": lightgbm_candidates,
+    "LGBMRegressor": lightgbm_candidates,
+    "xgboost.core.Booster": xgboost_booster_candidates,
+    "lightgbm.basic.Booster": lightgbm_booster_candidates,
+}
+
+
+def _family(est: Any) -> Callable[[Any], list[Callable[[], Evaluator]]] | None:
+    kind = type(est)
+    return _FAMILIES.get(kind.__name__) or _FAMILIES.get(f"{kind.__module__}.{kind.__name__}")
+
+
+def _split(model: Any) -> tuple[list[Any], Any]:
+    if type(model).__name__ == "Pipeline":
+        steps = [s for _, s in model.steps]
+        return steps[:-1], steps[-1]
+    return [], model
+
+
+def _accepts(est: Any, value: float, n_features: int) -> bool:
+    """Whether the trees take this value (NaN, infinity) in their input, or raise.
+
+    When they refuse even a row of zeros (an estimator that wants its DataFrame back), the probe
+    says nothing and the answer is yes: the check's per-column probes then compare the fast path
+    with the model on NaN itself.
+    """
+
+    def answers(x: float) -> bool:
+        X = np.zeros((1, n_features))
+        X[0, 0] = x
+        try:
+            verify.model_answers(reference(est), X, False)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    return answers(value) or not answers(0.0)
+
+
+def _sample(spec: ColumnSpec) -> Any:
+    return {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False}.get(spec.kind, "a")
+
+
+def _frame_dtypes(frame: Any, names: Sequence[str]) -> list[np.dtype[Any]]:
+    if isinstance(frame, np.ndarray):
+        return [frame.dtype] * len(names)
+    # pandas extension dtypes (its string dtype, nullable integers) hold Python objects for us
+    return [d if isinstance(d := frame[n].dtype, np.dtype) else np.dtype(object) for n in names]
+
+
+def build_fast_path(
+    model: Any,
+    columns: Sequence[ColumnSpec],
+    to_frame: ToFrame,
+    *,
+    seed: int = 0,
+    n_random: int = 200_000,
+    chunk: int = 50_000,
+) -> tuple[FastPath | None, str]:
+    """Compile `model` and check it on `n_random` rows (threshold edges, NaN, categories, random).
+
+    Returns the fast path and a one-line description of it and of the check, or None and why
+    (one line, no input values). Never raises: a fast path that cannot be built is not served.
+    """
+    try:
+        return _build(model, columns, to_frame, seed=seed, n_random=n_random, chunk=chunk)
+    except Exception as exc:  # the model is served as it is; the reason says what broke here
+        logger.exception("fast path: build failed")
+        return None, f"the fast path failed to build ({type(exc).__name__})"
+
+
+def _build(
+    model: Any,
+    columns: Sequence[ColumnSpec],
+    to_frame: ToFrame,
+    *,
+    seed: int = 0,
+    n_random: int = 200_000,
+    chunk: int = 50_000,
+) -> tuple[FastPath | None, str]:
+    started = time.perf_counter()
+    steps, final = _split(model)
+    family = _family(final)
+    if family is None:
+        return None, f"the final step is a {type(final).__name__}, not a tree ensemble the fast path compiles"
+    names = [c.name for c in columns]
+    try:
+        sample = to_frame({c.name: [_sample(c)] for c in columns})
+        dtypes = _frame_dtypes(sample, names)
+        has_names = not isinstance(sample, np.ndarray)
+        origins = [Origin(j, lambda v: v) for j in range(len(columns))]
+        prep = compile_steps(steps, list(origins), names if has_names else None)
+        makers = family(final)
+    except Unsupported as exc:
+        return None, f"cannot compile: {exc}"
+    n_features = len(prep.origins)
+    limits = (_accepts(final, math.nan, n_features), _accepts(final, math.inf, n_features))
+    pipeline = " -> ".join([*(type(s).__name__ for s in steps), type(final).__name__])
+    reasons = []
+    for make in makers:
+        try:
+            evaluator = make()
+        except (ImportError, RuntimeError, ValueError) as exc:
+            reasons.append(f"{make.__name__}: {type(exc).__name__}")
+            continue
+        description = f"{evaluator.name}: {pipeline} ({evaluator.n_trees} trees)"
+        fast = FastPath(model, to_frame, names, dtypes, prep, evaluator, limits, description)
+        failure, rows = _check(fast, columns, to_frame, evaluator, prep, seed, n_random, chunk)
+        if failure is None:
+            took = time.perf_counter() - started
+            logger.info("fast path %s verified on %s in %.1f s", description, rows, took)
+            return fast, f"{description}; identical to the model on {rows}"
+        reasons.append(f"{evaluator.name}: {failure}")
+    return None, "not exact: " + "; ".join(reasons)
+
+
+def _check(
+    fast: FastPath,
+    specs: Sequence[ColumnSpec],
+    to_frame: ToFrame,
+    evaluator: Evaluator,
+    prep: Step,
+    seed: int,
+    n_rows: int,
+    chunk: int,
+) -> tuple[str | None, str]:
+    """(None, what was checked) when every answer is identical, else (what differs, "")."""
+    rng = np.random.default_rng(seed)
+    categories: dict[int, tuple[Any, ...]] = {}
+    for o in prep.origins:
+        if o is not None and o.categories:
+            categories[o.column] = o.categories
+    base = {
+        c.name: [_sample(c) if c.kind != "string" else categories.get(j, ("a",))[0]]
+        for j, c in enumerate(specs)
+    }
+    cols = []
+    for j, c in enumerate(specs):
+        nan_row = dict(base) | {c.name: [math.nan]}
+        unknown_row = dict(base) | {c.name: [verify.UNKNOWN]}
+        # NaN arrives in double, float and string columns, and in optional integer ones (float64).
+        nan_ok = fast.dtype(c.name).kind in "fO" and not verify.refuses(fast._answer, to_frame, nan_row)
+        unknown_ok = c.kind == "string" and not verify.refuses(fast._answer, to_frame, unknown_row)
+        probes = [(nan_row, nan_ok or fast.dtype(c.name).kind not in "fO", "NaN")]
+        probes.append((unknown_row, unknown_ok or c.kind != "string", "new category"))
+        for row, ok, what in probes:
+            if not ok and not _falls_back(fast, row):
+                return f"the model refuses a {what} in {c.name}; the fast path answers", ""
+        cols.append(verify.Column(c.name, c.kind, nan_ok, unknown_ok, categories.get(j, ())))
+    edges = verify.threshold_values(evaluator.thresholds, prep.origins, cols, evaluator.float32)
+    rows = verify.random_rows(cols, edges, n_rows, rng)
+    budget = int(0.75 * n_rows)
+    total = sum(len(v) for v in edges.values())
+    if total > budget:
+        edges = {
+            j: np.sort(rng.choice(v, int(len(v) * budget / total), replace=False)) for j, v in edges.items()
+        }
+    on_edges = verify.place_edges(rows, cols, edges)
+    with_nan = int(verify.has_nan(rows).sum())
+    # The model answers each chunk in a second thread while the fast path answers it here: both
+    # walk their trees without the GIL, so the check takes the longer of the two, not the sum.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastpath-check") as pool:
+        for start in range(0, n_rows, chunk):
+            part = {k: v[start : start + chunk].tolist() for k, v in rows.items()}
+            pending = pool.submit(verify.model_answers, fast._answer, to_frame(part), fast.has_probabilities)
+            try:
+                got = fast.evaluate(part, fast.has_probabilities)
+            except Fallback as exc:
+                pending.cancel()
+                return f"declined rows the model answers ({exc})", ""
+            try:
+                expected = pending.result()
+            except (ValueError, TypeError, KeyError) as exc:
+                return f"the model refused rows built from its thresholds ({type(exc).__name__})", ""
+            if (failure := verify.compare(expected, got)) is not None:
+                return failure, ""
+    return None, f"{n_rows} rows ({on_edges} on split thresholds or one step off, {with_nan} with a NaN)"
+
+
+def _falls_back(fast: FastPath, row: Mapping[str, list[Any]]) -> bool:
+    try:
+        fast.evaluate(row, False)
+    except (Fallback, ValueError, TypeError):
+        return True
+    return False

@@ -1,0 +1,184 @@
+"""Preprocessing in front of the trees, models the compiler refuses, and the check proven able to fail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import MissingIndicator, SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    MaxAbsScaler,
+    MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    RobustScaler,
+    StandardScaler,
+)
+
+from model_api import demo
+from model_api.fastpath import ColumnSpec, build_fast_path
+from model_api.fastpath import preprocess as preprocess_module
+from model_api.fastpath import stacked as stacked_module
+from tests.unit.fastpath_support import CATEGORICAL, UNKNOWN, build, converter, recheck, table
+
+
+def test_the_demo_pipeline_is_bit_exact() -> None:
+    frame, label = demo.make_churn_table(600)
+    model = demo.build_pipeline(n_trees=30).fit(frame, label)
+    kinds = {c: "long" if frame[c].dtype.kind == "i" else "double" for c in demo.NUMERIC}
+    specs = [ColumnSpec(c, kinds.get(c, "string")) for c in frame.columns]
+    fast, reason = build_fast_path(model, specs, converter(specs), n_random=200_000)
+    assert fast is not None, reason
+    assert reason.startswith("scikit-learn Tree.apply: ColumnTransformer -> RandomForestClassifier")
+    columns = {c: frame[c].head(3).tolist() for c in frame.columns}
+    labels, proba = fast.predict(columns, 3, True)
+    assert proba is not None
+    expected = model.predict_proba(frame.head(3))
+    assert (proba.view(np.uint64) == expected.view(np.uint64)).all()
+    assert labels.tolist() == model.predict(frame.head(3)).tolist()
+    # handle_unknown='error': the fast path hands the row to the model, which raises its own error
+    columns["contract"] = ["no-such-contract", "one-year", "two-year"]
+    with pytest.raises(ValueError, match="unknown categories"):
+        fast.predict(columns, 3, True)
+    assert fast.fallbacks == 1
+
+
+def _every_transformer() -> Pipeline:
+    numbers = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", RobustScaler())])
+    flags = Pipeline([("impute", SimpleImputer(add_indicator=True)), ("scale", MinMaxScaler())])
+    features = ColumnTransformer(
+        [
+            ("numbers", numbers, ["income"]),
+            ("flags", flags, ["ratio"]),
+            ("missing", MissingIndicator(features="all"), ["income", "ratio"]),
+            ("visits", MaxAbsScaler(), ["visits"]),
+            ("age", StandardScaler(), ["age"]),
+            ("plan", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["plan"]),
+            ("region", OneHotEncoder(handle_unknown="ignore", drop="first"), ["region"]),
+            ("unused", "drop", ["member"]),
+        ]
+    )
+    return Pipeline(
+        [("features", features), ("model", RandomForestClassifier(n_estimators=20, random_state=0))]
+    )
+
+
+def test_every_supported_transformer_is_bit_exact() -> None:
+    frame, label, _ = table(nan=True)
+    model = _every_transformer().fit(frame, label)
+    fast, reason = build(model, frame)
+    assert fast is not None, reason
+    recheck(fast, model, frame)
+    columns = {c: frame[c].head(2).tolist() for c in frame.columns}
+    columns["plan"] = [UNKNOWN, "pro"]
+    columns["income"] = [float("nan"), 5.0]
+    got = fast.predict(columns, 2, True)
+    expected = model.predict_proba(converter([s for s in _specs(frame)])(columns))
+    assert got[1] is not None and (got[1].view(np.uint64) == expected.view(np.uint64)).all()
+
+
+def _specs(frame: Any) -> list[ColumnSpec]:
+    from tests.unit.fastpath_support import specs_for
+
+    return specs_for(frame)
+
+
+@pytest.mark.parametrize(
+    ("model", "why"),
+    [
+        (
+            Pipeline([("scale", StandardScaler()), ("model", LogisticRegression())]),
+            "the final step is a LogisticRegression",
+        ),
+        (
+            Pipeline(
+                [("log", FunctionTransformer(np.log1p)), ("model", RandomForestClassifier(n_estimators=3))]
+            ),
+            "cannot compile: a FunctionTransformer step",
+        ),
+    ],
+    ids=["linear final step", "custom transformer"],
+)
+def test_a_model_the_compiler_cannot_take_is_refused_with_a_reason(model: Any, why: str) -> None:
+    frame, label, _ = table()
+    numeric = frame[["income", "visits", "age"]]
+    model.fit(numeric, label)
+    fast, reason = build(model, numeric)
+    assert fast is None
+    assert reason.startswith(why)
+
+
+def test_gradient_boosting_refuses_nan_as_the_model_does() -> None:
+    frame, label, _ = table()
+    numeric = frame[["income", "visits", "ratio"]]
+    model = GradientBoostingClassifier(n_estimators=10, random_state=0).fit(numeric, label)
+    fast, reason = build(model, numeric, n_rows=20_000)
+    assert fast is not None, reason
+    columns = {"income": [float("nan")], "visits": [3], "ratio": [0.5]}
+    with pytest.raises(ValueError, match="NaN"):
+        fast.predict(columns, 1, False)
+
+
+def test_an_evaluator_one_float32_step_off_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check can fail: thresholds moved up by one float32 step are caught."""
+    frame, label, _ = table()
+    numeric = frame[["income", "visits", "ratio", "age"]]
+    model = GradientBoostingClassifier(n_estimators=20, random_state=0).fit(numeric, label)
+    assert build(model, numeric, n_rows=50_000)[0] is not None
+
+    original = stacked_module.StackedTrees.__init__
+
+    def nudged(self: stacked_module.StackedTrees, trees: Any) -> None:
+        original(self, trees)
+        t32 = self.threshold.astype(np.float32)
+        self.threshold = np.nextafter(t32, np.float32(np.inf)).astype(np.float64)
+
+    monkeypatch.setattr(stacked_module.StackedTrees, "__init__", nudged)
+    fast, reason = build(model, numeric, n_rows=50_000)
+    assert fast is None
+    assert "differ" in reason
+
+
+def test_categories_unknown_to_an_ignoring_encoder_are_answered() -> None:
+    frame, label, _ = table()
+    model = Pipeline(
+        [
+            ("features", ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)])),
+            ("model", RandomForestClassifier(n_estimators=10, random_state=0)),
+        ]
+    ).fit(frame[CATEGORICAL], label)
+    fast, reason = build(model, frame[CATEGORICAL], n_rows=20_000)
+    assert fast is not None, reason
+    labels, _ = fast.predict({"plan": ["gold"], "region": ["north"]}, 1, False)
+    assert labels.tolist() == model.predict(frame[CATEGORICAL].head(1).assign(plan="gold")).tolist()
+    assert fast.fallbacks == 0
+
+
+def test_preprocessing_rounded_to_float32_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check sees the scaler's arithmetic too: scaling in float32 instead of float64 is caught."""
+    frame, label = demo.make_churn_table(600)
+    model = demo.build_pipeline(n_trees=10).fit(frame, label)
+    kinds = {c: "long" if frame[c].dtype.kind == "i" else "double" for c in demo.NUMERIC}
+    specs = [ColumnSpec(c, kinds.get(c, "string")) for c in frame.columns]
+    monkeypatch.setattr(preprocess_module, "float_dtype", lambda cols: np.dtype(np.float32))
+    fast, reason = build_fast_path(model, specs, converter(specs), n_random=50_000)
+    assert fast is None
+    assert "differ" in reason
+
+
+def test_string_labels_come_back_as_the_model_gives_them() -> None:
+    frame, label, _ = table()
+    numeric = frame[["income", "visits", "age"]]
+    names = np.array(["low", "mid", "high"], dtype=object)[label]
+    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(numeric, names)
+    fast, reason = build(model, numeric, n_rows=20_000)
+    assert fast is not None, reason
+    columns = {c: numeric[c].head(5).tolist() for c in numeric.columns}
+    labels, _ = fast.predict(columns, 5, False)
+    assert labels.dtype == object and labels.tolist() == model.predict(numeric.head(5)).tolist()
