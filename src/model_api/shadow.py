@@ -139,6 +139,7 @@ class Shadow:
             self._info.labels(*self._served).set(0)
         self._served = labels
         self._info.labels(*labels).set(1)
+        self._dropped = self._requests.labels(loaded.version or "", "dropped")
 
     def offer(self, champion: Predictor, request: Any, prediction: Prediction) -> None:
         """Queue one answered request for the challenger if the sample takes it; never blocks."""
@@ -147,7 +148,7 @@ class Shadow:
         try:
             self._queue.put_nowait((champion, request, prediction))
         except queue.Full:
-            self._requests.labels(self.predictor.version or "", "dropped").inc()
+            self._dropped.inc()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the shadow thread (queued requests are not scored) and the challenger."""
