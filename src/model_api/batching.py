@@ -33,6 +33,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from model_api.admission import Ticket
 from model_api.contract import Batch
 from model_api.errors import ModelNotReady, PredictionFailed, ServingError
 from model_api.fastserve import INLINE_MAX_ROWS
@@ -50,7 +51,28 @@ class _Pending:
     batch: ModelInput
     probabilities: bool
     future: asyncio.Future[Prediction]
+    ticket: Ticket | None = None
     queued_at: float = field(default_factory=time.perf_counter)
+
+    def dropped(self, now: float) -> bool:
+        """Whether the request left the queue (cancelled) or its deadline passed (then it is
+        answered Expired here): it must not take a place in a batch."""
+        if self.future.done():
+            return True
+        if self.ticket is not None and self.ticket.expired(now):
+            self.ticket.leave()
+            self.future.set_exception(self.ticket.expired_error())
+            return True
+        return False
+
+    def start(self) -> bool:
+        """The request's rows go to the model now: False if it must be skipped (see Ticket.start)."""
+        if self.future.done():
+            return False
+        if self.ticket is not None and not self.ticket.start():
+            self.future.set_exception(self.ticket.expired_error())
+            return False
+        return True
 
 
 class MicroBatcher(Predictor):
@@ -81,12 +103,15 @@ class MicroBatcher(Predictor):
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
-    async def predict(self, batch: ModelInput, probabilities: bool) -> Prediction:
-        """Queue the rows for the next model call and wait for their own predictions."""
+    async def predict(
+        self, batch: ModelInput, probabilities: bool, *, ticket: Ticket | None = None
+    ) -> Prediction:
+        """Queue the rows for the next model call and wait for their own predictions. With a
+        `ticket`, a request whose deadline passes before its batch forms raises Expired uncomputed."""
         if self._closing:
             raise ModelNotReady("the service is shutting down")
         loop = asyncio.get_running_loop()
-        pending = _Pending(batch, probabilities, loop.create_future())
+        pending = _Pending(batch, probabilities, loop.create_future(), ticket)
         self._queue.append(pending)
         self._queued_rows += batch.n_rows
         if not self._scheduled:
@@ -115,6 +140,8 @@ class MicroBatcher(Predictor):
                     self._timer = asyncio.get_running_loop().call_later(deadline - now, self._dispatch)
                     return
             items = self._take()
+            if not items:  # every request taken had left or expired
+                continue
             if len(items) >= self._concurrency:
                 self._concurrency, self._concurrency_at = len(items), now
             self._start(items)
@@ -122,21 +149,24 @@ class MicroBatcher(Predictor):
     def _take(self) -> list[_Pending]:
         """The next batch: whole requests in arrival order, up to max_rows (one oversized alone).
         A request on the pyfunc path, or for a model whose rows are not exact alone
-        (`Predictor.merges_rows`), is never merged: it runs alone."""
-        taken = [self._queue.popleft()]
-        rows = taken[0].batch.n_rows
-        if isinstance(taken[0].batch, PyfuncBatch) or not self.merges_rows:
-            self._queued_rows -= rows
-            return taken
-        while (
-            self._queue
-            and not isinstance(self._queue[0].batch, PyfuncBatch)
-            and rows + self._queue[0].batch.n_rows <= self.max_rows
-        ):
-            item = self._queue.popleft()
+        (`Predictor.merges_rows`), is never merged: it runs alone. Requests that left the queue
+        or whose deadline passed are dropped, not taken."""
+        taken: list[_Pending] = []
+        rows = 0
+        now = time.monotonic()
+        while self._queue:
+            item = self._queue[0]
+            alone = isinstance(item.batch, PyfuncBatch) or not self.merges_rows
+            if taken and (alone or rows + item.batch.n_rows > self.max_rows):
+                break
+            self._queue.popleft()
+            self._queued_rows -= item.batch.n_rows
+            if item.dropped(now):
+                continue
             taken.append(item)
             rows += item.batch.n_rows
-        self._queued_rows -= rows
+            if alone:
+                break
         return taken
 
     def _start(self, items: list[_Pending]) -> None:
@@ -176,7 +206,7 @@ class MicroBatcher(Predictor):
             wait.observe(started - p.queued_at)
 
     async def _run(self, items: list[_Pending]) -> None:
-        live = [p for p in items if not p.future.done()]  # a cancelled request is not computed
+        live = [p for p in items if p.start()]  # a cancelled or expired request is not computed
         try:
             if not live:
                 return

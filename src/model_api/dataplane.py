@@ -1,7 +1,8 @@
 """The data plane: the one object between every protocol and the model (as in MLServer and KServe).
 
-Every prediction route runs the same straight line: admit (the model named is served and ready),
-read and parse its protocol's envelope, then `infer` here (validate the rows against the served
+Every prediction route runs the same straight line: admit (the model named is served and ready,
+and the worker holds fewer than `max_in_flight` prediction requests), read and parse its
+protocol's envelope, then `infer` here (validate the rows against the served
 model's contract, queue them on the predictor within the request timeout, count the outcome),
 then render. The data plane holds the served predictor and the service's readiness and draining
 state; a rollout swaps the predictor with `serve`.
@@ -9,6 +10,12 @@ state; a rollout swaps the predictor with `serve`.
 A request takes the served predictor synchronously when it queues: a rollout may swap the
 predictor at any `await`, and the old one is drained only of the work already queued on it, so
 each request finishes on the model it was queued on and a batch never mixes two models.
+
+Admission control: past `max_in_flight` a request is refused (Overloaded, 503 with Retry-After)
+before its body is read. An admitted request has a budget (`request_timeout_s`, or less with the
+X-Request-Timeout header) from admission to answer; one still queued when it runs out is answered
+Expired (504) and never reaches the model, and one whose client disconnects while it waits is
+dropped from the queue. Both are counted in `requests_shed_total`, not in `predictions_total`.
 """
 
 from __future__ import annotations
@@ -19,7 +26,18 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from model_api.errors import ErrorDetail, InvalidInput, ModelNotReady, NotFound, RequestTimeout, ServingError
+from model_api.admission import TIMEOUT_HEADER, Client, Receive, Ticket, budget_s, start_watching
+from model_api.errors import (
+    ClientDisconnected,
+    ErrorDetail,
+    Expired,
+    InvalidInput,
+    ModelNotReady,
+    NotFound,
+    Overloaded,
+    RequestTimeout,
+    ServingError,
+)
 from model_api.inputs import ModelInput, ModelInputs, check_params
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
@@ -57,25 +75,31 @@ class InferenceResult:
 class Admission:
     """A prediction request inside the data plane, from before its body is read until it is
     answered; used as a context manager, it counts the request's outcome when it leaves:
-    ok, invalid (any 4xx: the body, its envelope or its rows) or error (5xx), and hands the
-    request to the plane's watch (metrics, inference log, shadow; `watch.py`).
-
-    The route sets `payload` (the body as parsed, or its bytes) and `answer` (what it renders)
-    for the inference log; the data plane sets `request`, `batch` and `prediction`."""
+    ok, invalid (any 4xx: the body, its envelope or its rows) or error (5xx); or, if it never
+    reached the model, shed as expired or disconnected. It holds one of the worker's
+    `max_in_flight` places until then. When it leaves answered, it hands the request to the
+    plane's watch (metrics, inference log, shadow; `watch.py`): the route sets `payload` (the body
+    as parsed, or its bytes) and `answer` (what it renders), the data plane `request`, `batch`
+    and `prediction`."""
 
     __slots__ = (
         "answer",
         "batch",
+        "budget_s",
+        "deadline",
+        "gone",
         "model_version",
         "n_rows",
         "payload",
         "plane",
         "prediction",
         "predictor",
+        "receive",
         "request",
         "request_id",
         "route",
         "started",
+        "ticket",
     )
 
     def __init__(
@@ -83,6 +107,8 @@ class Admission:
         plane: DataPlane,
         predictor: Predictor,
         model_version: str | None,
+        budget_s: float,
+        receive: Receive | None = None,
         *,
         route: str = "",
         request_id: str | None = None,
@@ -92,6 +118,15 @@ class Admission:
         self.model_version = model_version
         self.n_rows = 0
         """Rows that reached the model (0 until the request's rows passed the contract)."""
+        self.budget_s = budget_s
+        self.deadline = time.monotonic() + budget_s
+        """When the request's budget runs out, in `time.monotonic()` seconds."""
+        self.receive = receive
+        self.ticket: Ticket | None = None
+        self.gone = False
+        """Set when the client disconnected while the request waited for the model."""
+        plane.in_flight += 1
+        plane.metrics.in_flight.inc()
         self.route = route
         self.request_id = request_id
         self.started = time.perf_counter()
@@ -108,6 +143,12 @@ class Admission:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         metrics = self.plane.metrics
+        self.plane.in_flight -= 1
+        metrics.in_flight.dec()
+        if isinstance(exc, (Expired, ClientDisconnected)):
+            if self.ticket is None or not self.ticket.started:
+                metrics.shed.labels("expired" if isinstance(exc, Expired) else "disconnected").inc()
+            return
         labels = self.predictor.name, self.predictor.version or ""
         if exc is None:
             outcome = "ok"
@@ -133,6 +174,8 @@ class DataPlane:
         self.predictor: Predictor | None = None
         self.draining = False
         """Set on SIGTERM or shutdown: /ready answers 503 while requests in flight are served."""
+        self.in_flight = 0
+        """Prediction requests admitted and not yet answered (at most settings.max_in_flight)."""
         self.watch: Watch | None = None
         """What observes answered requests (metrics, inference log, shadow); set by the app."""
 
@@ -189,13 +232,34 @@ class DataPlane:
         self,
         name: str | None = None,
         version: str | None = None,
+        client: Client | None = None,
         *,
         route: str = "",
         request_id: str | None = None,
     ) -> Admission:
         """Admit a prediction request before its body is read: 503 while loading, 404 for a model
-        (or version) not served here. `route` and `request_id` go to the inference log."""
-        return Admission(self, self.lookup(name, version), version, route=route, request_id=request_id)
+        (or version) not served here, 400 for a malformed X-Request-Timeout, and Overloaded (503,
+        Retry-After) when the worker already holds `max_in_flight` requests. With the `client`,
+        its X-Request-Timeout shortens the budget and its disconnection drops it from the queue.
+        `route` and `request_id` go to the inference log."""
+        predictor = self.lookup(name, version)
+        timeout_s = self.settings.request_timeout_s
+        budget = budget_s(client.headers.get(TIMEOUT_HEADER), timeout_s) if client is not None else timeout_s
+        if self.full():
+            raise self.refuse()
+        receive = client.receive if client is not None else None
+        return Admission(self, predictor, version, budget, receive, route=route, request_id=request_id)
+
+    def full(self) -> bool:
+        """Whether the worker holds `max_in_flight` prediction requests (0: never full)."""
+        bound = self.settings.max_in_flight
+        return bool(bound) and self.in_flight >= bound
+
+    def refuse(self) -> Overloaded:
+        """The refusal of a request past the bound, counted in `requests_shed_total{reason="overloaded"}`."""
+        self.metrics.shed.labels("overloaded").inc()
+        bound = self.settings.max_in_flight
+        return Overloaded(f"this worker is at its limit of {bound} requests in flight; retry shortly")
 
     async def infer(self, admission: Admission, request: InferenceRequest) -> InferenceResult:
         """Validate the request's rows against the served model's contract and predict them within
@@ -219,26 +283,51 @@ class DataPlane:
         admission.n_rows = batch.n_rows
         admission.request, admission.batch = request, batch
         prediction = admission.prediction = await self._predict_within(
-            predictor, batch, request.return_probabilities
+            admission, predictor, batch, request.return_probabilities
         )
         return InferenceResult(predictor, prediction, batch.n_rows)
 
     async def _predict_within(
-        self, predictor: Predictor, batch: ModelInput, probabilities: bool
+        self, admission: Admission, predictor: Predictor, batch: ModelInput, probabilities: bool
     ) -> Prediction:
-        """`predictor.predict`, or RequestTimeout after the request timeout.
+        """`predictor.predict` within the request's budget: Expired (504) if the budget runs out
+        before the request reaches the model, RequestTimeout (504) if while the model runs it,
+        ClientDisconnected (499) if the client leaves while it waits.
 
         Cancelling the wait cancels the request's own future: the micro-batcher then skips it if
         its batch has not started, and a plain predictor's queued call is dropped before it
         reaches a model thread. A batch already running in a model thread runs to its end."""
-        timeout_s = self.settings.request_timeout_s
-        deadline = asyncio.timeout(timeout_s)
+        ticket = admission.ticket = Ticket(admission.deadline, admission.budget_s, self.metrics.queue_depth)
+        remaining = ticket.remaining_s()
+        if remaining <= 0:
+            ticket.leave()
+            raise ticket.expired_error()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def disconnected() -> None:
+            admission.gone = True
+            task.cancel()
+
+        watcher = start_watching(admission.receive, disconnected)
+        deadline = asyncio.timeout(remaining)
         try:
             async with deadline:
-                return await predictor.predict(batch, probabilities)
+                return await predictor.predict(batch, probabilities, ticket=ticket)
         except TimeoutError:
             if not deadline.expired():
                 raise
+            if not ticket.started:
+                raise ticket.expired_error() from None
             raise RequestTimeout(
-                f"the prediction took longer than the {timeout_s:g}s timeout; quote the request id"
+                f"the prediction took longer than its {admission.budget_s:g}s timeout; quote the request id"
             ) from None
+        except asyncio.CancelledError:
+            if not admission.gone:
+                raise
+            task.uncancel()
+            raise ClientDisconnected("the client disconnected before its answer") from None
+        finally:
+            ticket.leave()
+            if watcher is not None:
+                watcher.cancel()

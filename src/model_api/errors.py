@@ -10,8 +10,11 @@ ServingError (500 internal_error)
  ├── PayloadTooLarge (413 payload_too_large)
  │    └── TooManyRows (413 too_many_rows)
  ├── UnsupportedMediaType (415 unsupported_media_type)
+ ├── ClientDisconnected (499 client_disconnected)
  ├── ModelNotReady (503 model_not_ready)
+ ├── Overloaded (503 overloaded, with Retry-After)
  ├── RequestTimeout (504 timeout)
+ │    └── Expired (504 timeout: its budget ran out before it reached the model)
  └── PredictionFailed (500 prediction_failed)
 
 ModelLoadError (not an HTTP error: the model could not be loaded at startup)
@@ -131,11 +134,33 @@ class ModelNotReady(ServingError):
     code = "model_not_ready"
 
 
+@dataclass
+class Overloaded(ServingError):
+    """The worker already holds as many prediction requests as it admits (running and queued):
+    refused at once, before the body is read; answered with `Retry-After: retry_after_s`."""
+
+    retry_after_s: int = 1
+    status_code = 503
+    code = "overloaded"
+
+
+class ClientDisconnected(ServingError):
+    """The client went away while its request waited; answered with nginx's 499, which nobody reads."""
+
+    status_code = 499
+    code = "client_disconnected"
+
+
 class RequestTimeout(ServingError):
     """The prediction took longer than the per-request timeout; the request id is in the log."""
 
     status_code = 504
     code = "timeout"
+
+
+class Expired(RequestTimeout):
+    """The request's budget (the request timeout, or X-Request-Timeout) ran out before it reached
+    the model: answered without calling the model."""
 
 
 class PredictionFailed(ServingError):

@@ -23,6 +23,7 @@ from model_api.errors import ModelLoadError
 from model_api.logs import skip_unused_record_fields
 from model_api.metrics import Metrics
 from model_api.middleware.access import AccessMiddleware
+from model_api.middleware.admission import AdmissionMiddleware
 from model_api.middleware.api_keys import ApiKeyMiddleware, load_api_keys
 from model_api.middleware.body_limit import BodyLimitMiddleware
 from model_api.middleware.errors import UnexpectedErrorMiddleware
@@ -41,17 +42,22 @@ DESCRIPTION = """Serves a model from the MLflow registry: `/predict` validates r
 model's signature; `/health` and `/ready` are the probes; `/model/info` says what is served."""
 
 
-def middleware_stack(settings: Settings, metrics: Metrics, keys: list[str]) -> list[Middleware]:
+def middleware_stack(
+    settings: Settings, metrics: Metrics, keys: list[str], plane: DataPlane
+) -> list[Middleware]:
     """Every layer a request passes before its route, outermost first.
 
-    The request id comes first, so everything after can log and answer with it; the metrics and
-    access layer next, outside every guard, so refusals are counted like any answer; security
-    headers on every answer; CORS answers a browser's preflight before keys are asked for (a
-    preflight never carries them); keys are checked before a body is read; the body limit bounds
-    every body as it is read; innermost, an exception no route expected is answered as a 500
-    inside all of the above.
+    First, a prediction request past the worker's bound is refused (the data plane's admission
+    decides; this layer only answers sooner and cheaper, before any other: see
+    middleware/admission.py). The request id comes next, so everything after can log and answer
+    with it; the metrics and access layer next, outside every guard, so refusals are counted like
+    any answer; security headers on every answer; CORS answers a browser's preflight before keys
+    are asked for (a preflight never carries them); keys are checked before a body is read; the
+    body limit bounds every body as it is read; innermost, an exception no route expected is
+    answered as a 500 inside all of the above.
     """
     stack = [
+        Middleware(AdmissionMiddleware, plane=plane),
         Middleware(RequestIdMiddleware),
         Middleware(AccessMiddleware, metrics=metrics),
         Middleware(SecurityHeadersMiddleware),
@@ -63,7 +69,13 @@ def middleware_stack(settings: Settings, metrics: Metrics, keys: list[str]) -> l
                 CORSMiddleware,
                 allow_origins=origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "X-API-Key",
+                    "X-Request-ID",
+                    "X-Request-Timeout",
+                ],
                 expose_headers=["X-Request-ID"],
                 max_age=600,
             )
@@ -145,7 +157,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         default_response_class=JSONResponse,
-        middleware=middleware_stack(settings, metrics, keys),
+        middleware=middleware_stack(settings, metrics, keys, plane),
     )
     app.state.dataplane = plane
     install_error_handlers(app)

@@ -50,6 +50,9 @@ LATENCY_BUCKETS = (
 # Rows per model call: single rows up to a full request (MODEL_API_MAX_ROWS defaults to 1000).
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
+SHED_REASONS = ("overloaded", "expired", "disconnected")
+"""Why a prediction request was shed (`requests_shed_total{reason}`); each series exists from startup."""
+
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
 
@@ -149,6 +152,27 @@ class Metrics:
             "http_requests_inprogress",
             "Requests being answered now, by route template and method (summed over workers).",
             ["handler", "method"],
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "requests_shed",
+            "Prediction requests answered without reaching the model, by reason: overloaded "
+            "(refused at admission), expired (budget spent in the queue), disconnected (client gone).",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in SHED_REASONS:
+            self.shed.labels(reason)
+        self.in_flight = Gauge(
+            "requests_in_flight",
+            "Prediction requests admitted and not yet answered (summed over workers).",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "queue_depth",
+            "Prediction requests waiting for the model (summed over workers).",
             multiprocess_mode="livesum",
             registry=self.registry,
         )

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from model_api.admission import Ticket
 from model_api.contract import Batch
 from model_api.dtypes import (
     holds_missing,
@@ -193,13 +194,26 @@ class Predictor:
             self._latency.observe(time.perf_counter() - started)
         return Prediction(jsonable(output), proba, output)
 
-    async def predict(self, batch: ModelInput, probabilities: bool) -> Prediction:
+    async def predict(
+        self, batch: ModelInput, probabilities: bool, *, ticket: Ticket | None = None
+    ) -> Prediction:
         """Run the model on a batch in a model thread, leaving the event loop free (a small batch
-        the fast path answers is answered here, on the loop: it costs less than the hand-off)."""
+        the fast path answers is answered here, on the loop: it costs less than the hand-off).
+        With a `ticket`, a request whose deadline passed while it waited for a thread raises
+        Expired uncomputed."""
         if (fast := self.predict_fast(batch, probabilities)) is not None:
+            if ticket is not None:
+                ticket.start()  # answered at once: it never waited
             return fast
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.predict_sync, batch, probabilities)
+        if ticket is None:
+            return await loop.run_in_executor(self._executor, self.predict_sync, batch, probabilities)
+        return await loop.run_in_executor(self._executor, self._predict_in_turn, ticket, batch, probabilities)
+
+    def _predict_in_turn(self, ticket: Ticket, batch: ModelInput, probabilities: bool) -> Prediction:
+        if not ticket.start():
+            raise ticket.expired_error()
+        return self.predict_sync(batch, probabilities)
 
     def warm(self) -> str | None:
         """One prediction on a valid input, so the first request pays no first-call cost: the input

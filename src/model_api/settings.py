@@ -114,8 +114,14 @@ class Settings(BaseSettings):
     startup, added to api_keys."""
 
     request_timeout_s: float = Field(default=30.0, gt=0)
-    """Longest a prediction may take, queueing included; a slower one is answered 504 and, if its
-    batch has not started, never computed."""
+    """A prediction request's budget, from admission (before its body is read) to its answer; a
+    request may shorten it with the X-Request-Timeout header (seconds). Past it, a request still
+    queued is answered 504 and never computed; one the model is running is answered 504 too."""
+
+    max_in_flight: int = Field(default=64, ge=0)
+    """Most prediction requests a worker holds at once (reading, queued and running); past it a
+    request is refused at once with 503 (overloaded) and Retry-After, before its body is read.
+    0: no bound. Chosen with `make overload` (see the README's Overload section)."""
 
     cors_origins: str = ""
     """Comma-separated origins browsers may call the API from ('*' for any); CORS is off when empty."""

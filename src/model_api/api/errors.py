@@ -4,15 +4,17 @@
 - The KServe protocol routes (/v1/, /v2/) answer {"error": "<message>"}, the shape KServe's and
   Triton's clients parse, with the statuses the Open Inference Protocol gives: 400 for a request
   the server cannot use, 404 for a model it does not serve, 503 while loading or draining; 401,
-  405, 413 and 5xx keep their meaning.
+  405, 413, 499 and 5xx keep their meaning.
 - MLflow's scoring protocol (/invocations) answers {"error_code": "...", "message": "..."}, the
   keys MLflow's scoring server (and its clients) use, with the same statuses as the KServe
   protocols (MLflow answers 400 for any input it refuses), and the request id besides.
+- An Overloaded refusal (503) carries `Retry-After: <seconds>` in every shape.
 
 Every answer records its error code in the request's scope state, where the access layer counts
 it in `errors_total` (guards' refusals included). One logging policy: a server-side failure (5xx)
-is logged with the request id and the cause's traceback, except 503 (loading, draining: expected)
-and 504 (logged as a warning, no traceback: the model was merely slow).
+is logged with the request id and the cause's traceback, except 503 (loading, draining, overloaded:
+expected, and counted in the metrics) and 504 (logged as a warning, no traceback: the model was
+merely slow, or the queue long).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from starlette.types import Scope
 
 from model_api.errors import (
     BadRequest,
+    ClientDisconnected,
     ErrorDetail,
     InvalidInput,
     MethodNotAllowed,
     ModelNotReady,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     PredictionFailed,
     RequestTimeout,
@@ -49,7 +53,14 @@ PROTOCOL_PREFIXES = ("/v1/", "/v2/")
 MAX_MESSAGE_DETAILS = 5
 """How many faults (row and field) a protocol error message lists."""
 
-_KEEP_ON_PROTOCOLS = (Unauthorized, ModelNotReady, NotFound, PayloadTooLarge, MethodNotAllowed)
+_KEEP_ON_PROTOCOLS = (
+    Unauthorized,
+    ModelNotReady,
+    NotFound,
+    PayloadTooLarge,
+    MethodNotAllowed,
+    ClientDisconnected,
+)
 _HTTP_ERRORS: dict[int, type[ServingError]] = {
     400: BadRequest,
     404: NotFound,
@@ -125,7 +136,7 @@ def error_body(error: ServingError, request_id: str | None) -> dict[str, Any]:
 
 
 def _log(error: ServingError, request_id: str | None) -> None:
-    if error.status_code < 500 or isinstance(error, ModelNotReady):
+    if error.status_code < 500 or isinstance(error, (ModelNotReady, Overloaded)):
         return
     if isinstance(error, RequestTimeout):
         logger.warning("%s (request_id=%s)", error.message, request_id)
@@ -155,9 +166,10 @@ def error_response(error: ServingError, scope: Scope, status: int | None = None)
     scope.setdefault("state", {})["error_code"] = error.code
     rid = request_id_of(scope)
     _log(error, rid)
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
     if is_protocol_path(scope):
         code = status or status_of(error)
-        return JSONResponse({"error": message_of(error)}, status_code=code)
+        return JSONResponse({"error": message_of(error)}, status_code=code, headers=headers)
     if route_path(scope) in MLFLOW_PATHS:
         # MLflow's scoring server answers 400 when the model raises on an input: its clients read
         # a model failure as the input's fault, so /invocations does too (the code stays ours).
@@ -167,8 +179,8 @@ def error_response(error: ServingError, scope: Scope, status: int | None = None)
             "message": message_of(error),
             "request_id": rid,
         }
-        return JSONResponse(body, status_code=code)
-    return JSONResponse(error_body(error, rid), status_code=status or error.status_code)
+        return JSONResponse(body, status_code=code, headers=headers)
+    return JSONResponse(error_body(error, rid), status_code=status or error.status_code, headers=headers)
 
 
 def unexpected_error() -> ServingError:

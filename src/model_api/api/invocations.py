@@ -152,7 +152,9 @@ INVOCATIONS_BODY: dict[str, Any] = {
 )
 async def invocations(request: Request, plane: DataPlaneDep) -> Response:
     """Predict, as MLflow's scoring server does: {"predictions": ...}."""
-    with plane.admit(route="/invocations", request_id=request_id_of(request.scope)) as admission:
+    request_id = request_id_of(request.scope)
+    # 503 before reading the body
+    with plane.admit(client=request, route="/invocations", request_id=request_id) as admission:
         body = admission.payload = await request.body()
         result = await plane.infer(admission, parse_invocation(body, request.headers.get("content-type")))
         content = admission.answer = orjson.dumps(

@@ -62,7 +62,8 @@ V1_BODY = protocol_body(
 async def predict(name: str, request: Request, plane: DataPlaneDep) -> Response:
     """One prediction per instance, in order."""
     route, request_id = "/v1/models/{name}:predict", request_id_of(request.scope)
-    with plane.admit(name, route=route, request_id=request_id) as admission:  # 503/404 before the body
+    # 503/404 before reading the body
+    with plane.admit(name, client=request, route=route, request_id=request_id) as admission:
         payload = admission.payload = await read_json(request, untyped_is_json=True)
         result = await plane.infer(admission, parse_v1(payload))
         body = admission.answer = {"predictions": result.prediction.labels}

@@ -136,6 +136,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorResponse, "description": "The body is not sent as application/json."},
     422: {"model": ErrorResponse, "description": "The rows break the model's signature."},
     500: {"model": ErrorResponse, "description": "The model failed; the request id is in the log."},
-    503: {"model": ErrorResponse, "description": "The model is loading or the service is draining."},
-    504: {"model": ErrorResponse, "description": "The prediction took longer than the request timeout."},
+    503: {
+        "model": ErrorResponse,
+        "description": "The model is loading, the service is draining, or the worker is overloaded "
+        "(code overloaded, with a Retry-After header in seconds).",
+    },
+    504: {
+        "model": ErrorResponse,
+        "description": "The request took longer than its budget (the request timeout or X-Request-Timeout).",
+    },
 }

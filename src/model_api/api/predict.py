@@ -77,7 +77,7 @@ async def predict(request: Request, plane: DataPlaneDep) -> Response:
     """Predict one label per row; with `return_probabilities`, each row's class probabilities too."""
     request_id = request_id_of(request.scope)
     # 503 before reading a body the service cannot serve yet
-    with plane.admit(route="/predict", request_id=request_id) as admission:
+    with plane.admit(client=request, route="/predict", request_id=request_id) as admission:
         payload = admission.payload = await read_json(request)
         result = await plane.infer(admission, parse_predict(payload))
         body = admission.answer = render_predict(result, request_id)

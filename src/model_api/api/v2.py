@@ -96,7 +96,7 @@ async def infer(name: str, request: Request, plane: DataPlaneDep, version: str |
     request_id = request_id_of(request.scope)
     route = "/v2/models/{name}/versions/{version}/infer" if version else "/v2/models/{name}/infer"
     # 503/404 before reading the body
-    with plane.admit(name, version, route=route, request_id=request_id) as admission:
+    with plane.admit(name, version, client=request, route=route, request_id=request_id) as admission:
         payload = admission.payload = await read_json(request, untyped_is_json=True)
         parsed = v2_codec.parse_infer(payload)
         result = await plane.infer(admission, parsed.inference)

@@ -74,16 +74,20 @@ class AccessMiddleware(PrometheusInstrumentatorMiddleware):
             if code is not None:
                 self.metrics.count_error(str(code))
             duration_ms = (time.perf_counter() - started) * 1000
-            extra = {
-                "request_id": rid,
-                "method": method,
-                "route": route,
-                "status": status,
-                "duration_ms": round(duration_ms, 3),
-            }
-            if code is not None:
-                extra["error_code"] = code
-            logger.info("%s %s %d %.1fms", method, route, status, duration_ms, extra=extra)
+            # A spike is answered by thousands of refusals a second: counted above, logged at debug
+            # only, so the log costs the refusal nothing and does not flood when the pod struggles.
+            level = logging.DEBUG if code == "overloaded" else logging.INFO
+            if logger.isEnabledFor(level):
+                extra = {
+                    "request_id": rid,
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(duration_ms, 3),
+                }
+                if code is not None:
+                    extra["error_code"] = code
+                logger.log(level, "%s %s %d %.1fms", method, route, status, duration_ms, extra=extra)
             request_id_var.reset(token)
 
     def _get_handler(self, request: Request) -> tuple[str, bool]:

@@ -10,27 +10,35 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
+_IDS = random.Random()  # noqa: S311 - seeded from os.urandom; ids need not be secret
+
+
+def request_id(scope: Scope) -> bytes:
+    """The client's X-Request-ID when it is sane, else a new id; kept in the scope's state."""
+    rid: bytes | None = None
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            rid = value if _SAFE_ID.match(value) else None
+            break
+    if rid is None:
+        # 128 random bits from a generator seeded by the OS: unique enough to find a log line,
+        # and far cheaper than uuid4's os.urandom call on every request.
+        rid = b"%032x" % _IDS.getrandbits(128)
+    scope.setdefault("state", {})["request_id"] = rid.decode()
+    return rid
+
+
 class RequestIdMiddleware:
     """Puts the request id in request.state.request_id and echoes it as X-Request-ID."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._ids = random.Random()  # noqa: S311 - seeded from os.urandom; ids need not be secret
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid: bytes | None = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                rid = value if _SAFE_ID.match(value) else None
-                break
-        if rid is None:
-            # 128 random bits from a generator seeded by the OS: unique enough to find a log line,
-            # and far cheaper than uuid4's os.urandom call on every request.
-            rid = b"%032x" % self._ids.getrandbits(128)
-        scope.setdefault("state", {})["request_id"] = rid.decode()
+        rid = request_id(scope)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -23,6 +23,8 @@ _HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-resource-policy", b"same-origin"),
 )
+API_ANSWER_HEADERS = (*_HEADERS, (b"content-security-policy", API_CSP), (b"cache-control", b"no-store"))
+"""Every header this layer adds to an API answer (for a layer that answers before reaching it)."""
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 _CACHEABLE_PREFIX = "/docs-assets/"
 

@@ -1,0 +1,234 @@
+"""Admission control on a real server: refusals in every protocol's shape, expired and abandoned
+requests that never reach the model, probes that answer throughout.
+
+The model is the real demo model behind a gate: while the test holds the gate, the model thread is
+busy with the first request and later ones wait in the queue, so nothing depends on timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import orjson
+
+from model_api.main import create_app
+from model_api.registry import LoadedModel
+from model_api.settings import Settings
+from tests.api.test_api import Gated
+from tests.support import metric_value as value
+from tests.support import server_in_thread, wait_until
+
+MODEL = "ChurnPredictor"
+
+
+class Counting(Gated):
+    """The gated model, counting the rows of every call made once armed."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.calls: list[int] = []
+
+    def predict(self, frame: Any) -> Any:
+        if self.armed:
+            self.calls.append(len(frame))
+        return super().predict(frame)
+
+
+@dataclasses.dataclass
+class Held:
+    """A server whose only model thread is held by one request until `release()`."""
+
+    url: str
+    model: Counting
+    rows: list[dict[str, Any]]
+    answer: dict[str, httpx.Response]
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=5).text
+
+    def release(self) -> httpx.Response:
+        self.model.gate.set()
+        wait_until(lambda: "first" in self.answer, 30, "the held request's answer")
+        return self.answer["first"]
+
+
+@contextmanager
+def held_server(registry: Any, champion: LoadedModel, **settings: Any) -> Iterator[Held]:
+    model = Counting(champion.model)
+    app = create_app(
+        Settings(tracking_uri=registry.tracking_uri, **settings),
+        loader=lambda _: dataclasses.replace(champion, model=model),
+    )
+    with server_in_thread(app) as url:
+        rows = httpx.get(f"{url}/model/info", timeout=10).json()["input_example"]
+        model.armed = True
+        answer: dict[str, httpx.Response] = {}
+
+        def first() -> None:
+            answer["first"] = httpx.post(f"{url}/predict", json={"instances": rows}, timeout=60)
+
+        caller = threading.Thread(target=first)
+        caller.start()
+        try:
+            assert model.entered.wait(10), "the first request reached the model"
+            yield Held(url, model, rows, answer)
+        finally:
+            model.gate.set()
+            caller.join(30)
+
+
+def test_past_the_bound_every_protocol_refuses_in_its_shape(registry: Any, champion: LoadedModel) -> None:
+    with held_server(registry, champion, max_in_flight=1) as held:
+        url = held.url
+        before = held.metrics()
+        # Malformed bodies: a 503 (not a 400) shows the body was never read.
+        ours = httpx.post(
+            f"{url}/predict", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        v1 = httpx.post(f"{url}/v1/models/{MODEL}:predict", content=b"{not json")
+        v2 = httpx.post(f"{url}/v2/models/{MODEL}/infer", content=b"{not json")
+        v2_version = httpx.post(f"{url}/v2/models/{MODEL}/versions/1/infer", content=b"{not json")
+        mlflow = httpx.post(
+            f"{url}/invocations", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        # Probes, metrics and model info answer while predictions are refused.
+        probes = [
+            httpx.get(f"{url}{path}", timeout=5)
+            for path in (
+                "/health",
+                "/ready",
+                "/ping",
+                "/v2/health/ready",
+                "/v2/health/live",
+                "/model/info",
+                "/metrics",
+            )
+        ]
+        probes.append(httpx.get(f"{url}/v1/models/{MODEL}", timeout=5))
+        probes.append(httpx.get(f"{url}/v2/models/{MODEL}/ready", timeout=5))
+        during = held.metrics()
+        first = held.release()
+        after = held.metrics()
+
+    assert ours.status_code == 503 and ours.headers["retry-after"] == "1"
+    error = ours.json()["error"]
+    assert error["code"] == "overloaded" and "limit of 1" in error["message"]
+    assert error["request_id"] == ours.headers["x-request-id"]
+    assert ours.headers["x-content-type-options"] == "nosniff" and ours.headers["cache-control"] == "no-store"
+    for protocol in (v1, v2, v2_version):
+        assert protocol.status_code == 503, protocol.text
+        assert protocol.headers["retry-after"] == "1"
+        assert set(protocol.json()) == {"error"} and "limit of 1" in protocol.json()["error"]
+    assert mlflow.status_code == 503 and mlflow.headers["retry-after"] == "1"
+    assert (
+        mlflow.json()["error_code"] == "TEMPORARILY_UNAVAILABLE" and "limit of 1" in mlflow.json()["message"]
+    )
+    assert mlflow.json()["request_id"] == mlflow.headers["x-request-id"]
+    assert [p.status_code for p in probes] == [200] * len(probes)
+    assert first.status_code == 200
+    assert value(before, "requests_shed_total", reason="overloaded") == 0
+    assert value(during, "requests_shed_total", reason="overloaded") == 5
+    assert value(during, "requests_in_flight") == 1
+    assert value(during, "errors_total", code="overloaded") == 5
+    ok = {"model_name": MODEL, "model_version": "1", "outcome": "ok"}
+    assert value(after, "predictions_total", **ok) == 1, "refusals are not predictions"
+    assert sum(value(after, "predictions_total", **{**ok, "outcome": o}) for o in ("invalid", "error")) == 0
+    assert value(after, "requests_in_flight") == 0
+    assert held.model.calls == [len(held.rows)]
+
+
+def test_under_the_bound_requests_queue_and_are_answered(registry: Any, champion: LoadedModel) -> None:
+    with held_server(registry, champion, max_in_flight=2) as held:
+        second: dict[str, httpx.Response] = {}
+
+        def call() -> None:
+            second["r"] = httpx.post(f"{held.url}/predict", json={"instances": held.rows}, timeout=60)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        try:
+            wait_until(lambda: value(held.metrics(), "queue_depth") == 1, 10, "the second request to queue")
+            during = held.metrics()
+            # Busy (the model running, a request queued) is still ready: readiness is about
+            # whether this pod can serve, not whether it is idle (see the README's Overload).
+            ready = httpx.get(f"{held.url}/ready", timeout=10)
+            refused = httpx.post(f"{held.url}/predict", json={"instances": held.rows}, timeout=10)
+        finally:
+            held.release()
+            caller.join(30)
+    assert value(during, "requests_in_flight") == 2
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert refused.status_code == 503
+    assert second["r"].status_code == 200
+    assert len(held.model.calls) == 2
+
+
+def test_a_request_whose_budget_runs_out_in_the_queue_never_reaches_the_model(
+    registry: Any, champion: LoadedModel
+) -> None:
+    with held_server(registry, champion) as held:
+        late = httpx.post(
+            f"{held.url}/v1/models/{MODEL}:predict",
+            json={"instances": held.rows},
+            headers={"x-request-timeout": "0.2"},
+            timeout=30,
+        )
+        ours = httpx.post(
+            f"{held.url}/predict",
+            json={"instances": held.rows},
+            headers={"x-request-timeout": "0.2"},
+            timeout=30,
+        )
+        during = held.metrics()
+        first = held.release()
+        after = held.metrics()
+    assert late.status_code == 504 and "0.2s timeout" in late.json()["error"]
+    assert ours.status_code == 504 and ours.json()["error"]["code"] == "timeout"
+    assert "not computed" in ours.json()["error"]["message"]
+    assert first.status_code == 200
+    assert held.model.calls == [len(held.rows)], "the expired requests cost no model time"
+    assert value(during, "requests_shed_total", reason="expired") == 2
+    assert value(after, "queue_depth") == 0 and value(after, "requests_in_flight") == 0
+    model = {"model_name": MODEL, "model_version": "1"}
+    assert value(after, "predictions_total", **model, outcome="ok") == 1
+    assert value(after, "predictions_total", **model, outcome="error") == 0, "expired is shed, not an error"
+
+
+def test_a_malformed_budget_header_is_a_bad_request(registry: Any, champion: LoadedModel) -> None:
+    app = create_app(Settings(tracking_uri=registry.tracking_uri), loader=lambda _: champion)
+    with server_in_thread(app) as url:
+        response = httpx.post(f"{url}/predict", json={"instances": []}, headers={"x-request-timeout": "soon"})
+    assert response.status_code == 400
+    assert "x-request-timeout" in response.json()["error"]["message"]
+
+
+def test_a_client_that_disconnects_is_dropped_from_the_queue(registry: Any, champion: LoadedModel) -> None:
+    with held_server(registry, champion) as held:
+        port = int(held.url.rsplit(":", 1)[1])
+        body = orjson.dumps({"instances": held.rows})
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as gone:
+            gone.sendall(head + body)
+            wait_until(lambda: value(held.metrics(), "queue_depth") == 1, 10, "the request to queue")
+        wait_until(
+            lambda: value(held.metrics(), "requests_shed_total", reason="disconnected") == 1,
+            10,
+            "the disconnected request to leave the queue",
+        )
+        during = held.metrics()
+        first = held.release()
+        after = held.metrics()
+    assert value(during, "queue_depth") == 0 and value(during, "requests_in_flight") == 1
+    assert first.status_code == 200
+    assert held.model.calls == [len(held.rows)], "the abandoned request cost no model time"
+    assert value(after, "errors_total", code="client_disconnected") == 1
+    assert value(after, "predictions_total", model_name=MODEL, model_version="1", outcome="ok") == 1

@@ -1,0 +1,140 @@
+"""Admission's parts on the real demo model: budgets, and tickets that expire before the model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from model_api.admission import Ticket, budget_s
+from model_api.dataplane import DataPlane
+from model_api.errors import BadRequest, Expired, InvalidInput, Overloaded
+from model_api.metrics import Metrics
+from model_api.registry import LoadedModel
+from model_api.settings import Settings
+from tests.unit.test_batching import Recording, batcher, parse, rows
+from tests.unit.test_dataplane import make_predictor
+
+
+@pytest.fixture
+def model(champion: LoadedModel) -> Recording:
+    return Recording(champion.model)
+
+
+def gauge(metrics: Metrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name)
+    assert value is not None
+    return value
+
+
+def test_the_header_only_shortens_the_budget() -> None:
+    assert budget_s(None, 30.0) == 30.0
+    assert budget_s("0.25", 30.0) == 0.25
+    assert budget_s("120", 30.0) == 30.0
+
+
+@pytest.mark.parametrize("header", ["", "abc", "0", "-1", "nan", "inf", "1s"])
+def test_a_malformed_header_is_a_bad_request(header: str) -> None:
+    with pytest.raises(BadRequest, match="x-request-timeout"):
+        budget_s(header, 30.0)
+
+
+def test_a_ticket_keeps_the_queue_depth_and_leaves_once() -> None:
+    metrics = Metrics()
+    ticket = Ticket(time.monotonic() + 60, 60, metrics.queue_depth)
+    assert gauge(metrics, "queue_depth") == 1
+    assert ticket.start() and ticket.started
+    ticket.leave()
+    assert gauge(metrics, "queue_depth") == 0
+
+
+def test_a_ticket_past_its_deadline_does_not_start() -> None:
+    metrics = Metrics()
+    ticket = Ticket(time.monotonic() - 1, 0.5, metrics.queue_depth)
+    assert not ticket.start() and not ticket.started
+    assert gauge(metrics, "queue_depth") == 0
+    assert "0.5s timeout" in ticket.expired_error().message
+
+
+def test_the_batcher_drops_an_expired_request_when_it_forms_a_batch(
+    champion: LoadedModel, model: Recording
+) -> None:
+    """No timer involved: the deadline has passed when the batch forms (a loop lagging under load)."""
+    b = batcher(champion, model)
+    metrics = Metrics()
+
+    async def main() -> list[object]:
+        late = Ticket(time.monotonic() - 1, 1.0, metrics.queue_depth)
+        live = Ticket(time.monotonic() + 60, 60.0, metrics.queue_depth)
+        return await asyncio.gather(
+            b.predict(parse(b.schema, rows(2, seed=1)), False, ticket=late),
+            b.predict(parse(b.schema, rows(3, seed=2)), False, ticket=live),
+            return_exceptions=True,
+        )
+
+    expired, answered = asyncio.run(main())
+    b.close()
+    assert isinstance(expired, Expired)
+    assert model.calls == [3], "only the live request's rows reached the model"
+    assert getattr(answered, "labels", None) is not None and len(answered.labels) == 3  # type: ignore[attr-defined]
+    assert gauge(metrics, "queue_depth") == 0
+
+
+def test_the_batcher_skips_a_batch_of_only_expired_requests(champion: LoadedModel, model: Recording) -> None:
+    b = batcher(champion, model)
+    metrics = Metrics()
+
+    async def main() -> list[object]:
+        tickets = [Ticket(time.monotonic() - 1, 1.0, metrics.queue_depth) for _ in range(3)]
+        calls = [b.predict(parse(b.schema, rows(1, seed=i)), False, ticket=t) for i, t in enumerate(tickets)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        # The batcher is free again: a later request is answered.
+        results.append(await b.predict(parse(b.schema, rows(1, seed=9)), False))
+        return results
+
+    results = asyncio.run(main())
+    b.close()
+    assert all(isinstance(r, Expired) for r in results[:3])
+    assert model.calls == [1]
+
+
+def test_a_plain_predictor_drops_an_expired_request_before_the_model(
+    champion: LoadedModel, model: Recording
+) -> None:
+    loaded = LoadedModel(**{**champion.__dict__, "model": model})
+    metrics = Metrics()
+    predictor = make_predictor(loaded, metrics)
+    schema = predictor.schema
+    assert schema is not None
+    late = Ticket(time.monotonic() - 1, 1.0, metrics.queue_depth)
+    live = Ticket(time.monotonic() + 60, 60.0, metrics.queue_depth)
+    try:
+        with pytest.raises(Expired):
+            asyncio.run(predictor.predict(parse(schema, rows(2, seed=1)), False, ticket=late))
+        answer = asyncio.run(predictor.predict(parse(schema, rows(3, seed=2)), False, ticket=live))
+    finally:
+        predictor.close()
+    assert model.calls == [3] and len(answer.labels) == 3
+    assert live.started and not late.started
+
+
+def test_the_data_plane_admits_up_to_its_bound(champion: LoadedModel) -> None:
+    """admit() enforces the bound itself (the middleware only answers sooner), and frees a place
+    whatever way a request leaves."""
+    metrics = Metrics()
+    plane = DataPlane(Settings(max_in_flight=2), metrics)
+    plane.serve(make_predictor(champion, metrics))
+    try:
+        with plane.admit(), plane.admit():
+            assert plane.full() and gauge(metrics, "requests_in_flight") == 2
+            with pytest.raises(Overloaded) as refused:
+                plane.admit()
+        assert refused.value.retry_after_s == 1 and refused.value.status_code == 503
+        with pytest.raises(InvalidInput), plane.admit():
+            raise InvalidInput("a bad body")
+        assert not plane.full() and plane.in_flight == 0
+        assert gauge(metrics, "requests_in_flight") == 0
+        assert metrics.registry.get_sample_value("requests_shed_total", {"reason": "overloaded"}) == 1
+    finally:
+        plane.served().close()
