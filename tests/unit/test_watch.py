@@ -120,7 +120,7 @@ def test_build_watch_reads_a_profile_artifact_and_refuses_a_broken_one(tmp_path:
 
 def test_records_of_an_answer_and_of_an_error(predictor: Predictor) -> None:
     plane = DataPlane(Settings(), Metrics())
-    admission = Admission(plane, predictor, None, route="/invocations", request_id="rid-1")
+    admission = Admission(plane, predictor, None, 30.0, route="/invocations", request_id="rid-1")
     admission.payload = b'{"dataframe_records": [{"age": 30}]}'
     admission.answer = b'{"predictions": [1]}'
     record = make_record(admission, None, 1.5)
