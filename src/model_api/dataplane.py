@@ -24,7 +24,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_api.admission import TIMEOUT_HEADER, Client, LoopLag, Receive, Ticket, budget_s, start_watching
 from model_api.errors import (
@@ -45,6 +45,10 @@ from model_api.settings import Settings
 
 LAG_INTERVAL_S = 0.01
 """How often the event loop's lag is measured."""
+
+if TYPE_CHECKING:
+    from model_api.watch import Watch
+
 NAME_SHOWN = 64
 """How much of a client-chosen model name or version an error message repeats."""
 
@@ -76,17 +80,28 @@ class Admission:
     answered; used as a context manager, it counts the request's outcome when it leaves:
     ok, invalid (any 4xx: the body, its envelope or its rows) or error (5xx); or, if it never
     reached the model, shed as expired or disconnected. It holds one of the worker's
-    `max_in_flight` places until then."""
+    `max_in_flight` places until then. When it leaves answered, it hands the request to the
+    plane's watch (metrics, inference log, shadow; `watch.py`): the route sets `payload` (the body
+    as parsed, or its bytes) and `answer` (what it renders), the data plane `request`, `batch`
+    and `prediction`."""
 
     __slots__ = (
+        "answer",
+        "batch",
         "budget_s",
         "deadline",
         "gone",
         "model_version",
         "n_rows",
+        "payload",
         "plane",
+        "prediction",
         "predictor",
         "receive",
+        "request",
+        "request_id",
+        "route",
+        "started",
         "ticket",
     )
 
@@ -97,6 +112,9 @@ class Admission:
         model_version: str | None,
         budget_s: float,
         receive: Receive | None = None,
+        *,
+        route: str = "",
+        request_id: str | None = None,
     ) -> None:
         self.plane = plane
         self.predictor = predictor
@@ -112,6 +130,14 @@ class Admission:
         """Set when the client disconnected while the request waited for the model."""
         plane.in_flight += 1
         plane.metrics.in_flight.inc()
+        self.route = route
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.payload: Any = None
+        self.answer: Any = None
+        self.request: InferenceRequest | None = None
+        self.batch: ModelInput | None = None
+        self.prediction: Prediction | None = None
 
     def __enter__(self) -> Admission:
         return self
@@ -138,6 +164,8 @@ class Admission:
         metrics.predictions.labels(*labels, outcome).inc()
         if self.n_rows:
             metrics.rows.labels(*labels, "ok" if outcome == "ok" else "error").inc(self.n_rows)
+        if self.plane.watch is not None:
+            self.plane.watch.answered(self, exc)
 
 
 class DataPlane:
@@ -153,11 +181,15 @@ class DataPlane:
         """Prediction requests admitted and not yet answered (at most settings.max_in_flight)."""
         self.loop_lag = LoopLag(LAG_INTERVAL_S, settings.max_loop_lag_ms / 1000)
         """Run by the app's lifespan; while the loop lags, the worker counts as full."""
+        self.watch: Watch | None = None
+        """What observes answered requests (metrics, inference log, shadow); set by the app."""
 
     def serve(self, predictor: Predictor) -> None:
         """Make `predictor` the one requests use (one assignment: atomic on the event loop) and
         record in the metrics which model is served."""
         self.predictor = predictor
+        if self.watch is not None:
+            self.watch.served(predictor)
         loaded = predictor.loaded
         self.metrics.model_loaded(
             loaded.name,
@@ -202,18 +234,26 @@ class DataPlane:
         return predictor
 
     def admit(
-        self, name: str | None = None, version: str | None = None, client: Client | None = None
+        self,
+        name: str | None = None,
+        version: str | None = None,
+        client: Client | None = None,
+        *,
+        route: str = "",
+        request_id: str | None = None,
     ) -> Admission:
         """Admit a prediction request before its body is read: 503 while loading, 404 for a model
         (or version) not served here, 400 for a malformed X-Request-Timeout, and Overloaded (503,
         Retry-After) when the worker already holds `max_in_flight` requests. With the `client`,
-        its X-Request-Timeout shortens the budget and its disconnection drops it from the queue."""
+        its X-Request-Timeout shortens the budget and its disconnection drops it from the queue.
+        `route` and `request_id` go to the inference log."""
         predictor = self.lookup(name, version)
         timeout_s = self.settings.request_timeout_s
         budget = budget_s(client.headers.get(TIMEOUT_HEADER), timeout_s) if client is not None else timeout_s
         if self.full():
             raise self.refuse()
-        return Admission(self, predictor, version, budget, client.receive if client is not None else None)
+        receive = client.receive if client is not None else None
+        return Admission(self, predictor, version, budget, receive, route=route, request_id=request_id)
 
     def full(self) -> bool:
         """Whether the worker holds `max_in_flight` prediction requests (0: no bound), or a quarter
@@ -249,7 +289,10 @@ class DataPlane:
                 [ErrorDetail("the model has no predict_proba", field=request.probabilities_field)],
             )
         admission.n_rows = batch.n_rows
-        prediction = await self._predict_within(admission, predictor, batch, request.return_probabilities)
+        admission.request, admission.batch = request, batch
+        prediction = admission.prediction = await self._predict_within(
+            admission, predictor, batch, request.return_probabilities
+        )
         return InferenceResult(predictor, prediction, batch.n_rows)
 
     async def _predict_within(

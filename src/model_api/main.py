@@ -34,6 +34,8 @@ from model_api.registry import LoadedModel, RegisteredVersion
 from model_api.responses import JSONResponse
 from model_api.rollout import Rollout, load_from_registry, load_predictor
 from model_api.settings import Settings
+from model_api.shadow import follow
+from model_api.watch import build_watch
 
 logger = logging.getLogger(__name__)
 
@@ -105,10 +107,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         skip_unused_record_fields()
+        # Before the first load, so the served model's reference profile is built when it is served.
+        watch = plane.watch = await anyio.to_thread.run_sync(build_watch, settings, metrics)
         try:
             predictor = await anyio.to_thread.run_sync(load_predictor, first_load, settings, metrics)
         except ModelLoadError as exc:
             logger.error("startup failed: %s", exc)
+            await anyio.to_thread.run_sync(watch.close)
             raise
         loaded = predictor.loaded
         logger.info(
@@ -128,6 +133,9 @@ def create_app(
         rollout = app.state.rollout = Rollout(plane, settings, on_swap=forget_openapi)
         rollout.start()
         lag_watch = asyncio.get_running_loop().create_task(plane.loop_lag.run())
+        shadow_rollout = app.state.shadow_rollout = (
+            await follow(watch.shadow) if watch.shadow is not None else None
+        )
         restore_sigterm = install_sigterm_drain(plane, settings.drain_grace_s)
         try:
             yield
@@ -136,9 +144,12 @@ def create_app(
             lag_watch.cancel()
             plane.start_draining()
             await rollout.close()
+            if shadow_rollout is not None:
+                await shadow_rollout.close()
             served = plane.served()
             await served.drain()
             await anyio.to_thread.run_sync(served.close)
+            await anyio.to_thread.run_sync(watch.close)  # after the last answer: its record is kept
             metrics.close()
 
     app = FastAPI(

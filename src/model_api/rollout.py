@@ -17,11 +17,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import anyio.to_thread
 
 from model_api.batching import MicroBatcher
-from model_api.dataplane import DataPlane
 from model_api.errors import ModelLoadError
 from model_api.fastserve import attach_fast_path
 from model_api.metrics import Metrics
@@ -91,6 +91,15 @@ def load_predictor(
     return predictor
 
 
+class Target(Protocol):
+    """What a rollout swaps versions into: the data plane, or the shadow challenger."""
+
+    predictor: Predictor | None
+    metrics: Metrics
+
+    def serve(self, predictor: Predictor) -> None: ...
+
+
 @dataclass
 class RolloutStatus:
     """What /model/info says about following the registry."""
@@ -137,7 +146,7 @@ class Rollout:
 
     def __init__(
         self,
-        plane: DataPlane,
+        plane: Target,
         settings: Settings,
         *,
         on_swap: Callable[[], None],

@@ -164,3 +164,22 @@ class Settings(BaseSettings):
 
     inference_log_hash_salt: SecretStr | None = None
     """Key (salt) of the inference log's field digests; required when inference_log_hash names fields."""
+
+    reference_profile: Path | None = None
+    """A reference profile of the training inputs (JSON, `profile.Profile.to_dict()`'s shape, made
+    by the training job) for the feature metrics; without one, the model's input example is used."""
+
+    shadow_uri: str = ""
+    """A challenger scored on a sample of requests after each client has its answer
+    (models:/NAME@challenger, followed like the served model); off when empty."""
+
+    shadow_sample_rate: float = Field(default=0.1, ge=0, le=1)
+    """Share of answered requests the challenger also scores (0..1)."""
+
+    shadow_queue_size: int = Field(default=256, ge=1)
+    """Requests waiting for the challenger's thread at most (scored together, their rows in one
+    model call where they merge); beyond, they are dropped and counted."""
+
+    shadow_budget: float = Field(default=0.05, gt=0, le=1)
+    """Most share of one thread's time the challenger takes: after scoring for t seconds its
+    thread rests t * (1 - budget) / budget, while new requests wait in its queue or are dropped."""

@@ -3,7 +3,9 @@
 Each server runs one worker pinned to core 0 with taskset; wrk runs pinned to core 1. Every scenario
 runs 15 s after a warm-up. The same run also measures the in-process limit (the model's own predict
 for 1 and 64 rows) and the ceiling (a bare FastAPI endpoint that only parses the JSON). Results go to
-stdout, bench-results/bench.json and bench-results/bench.md.
+stdout, bench-results/bench.json and bench-results/bench.md. Then the cost of watching the model
+(watchbench.py: inference logs at 100% to a file and the shadow on, against both off), alone with
+`--watch` (`--baseline REF` adds the source of a git ref as 'before', `--rounds N`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.bench import watchbench
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA = Path(__file__).with_name("post.lua")
@@ -234,6 +238,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument(
+        "--watch", action="store_true", help="only the cost of inference logs and the shadow (watchbench.py)"
+    )
+    parser.add_argument("--baseline", help="with --watch: a git ref without the watch, measured as 'before'")
+    parser.add_argument("--rounds", type=int, default=3, help="with --watch: interleaved rounds")
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
@@ -245,6 +254,10 @@ def main() -> int:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_API_")}
     base_env["MLFLOW_TRACKING_URI"] = tracking_uri
     base_env["PATH"] = f"{bin_dir}:{base_env.get('PATH', '')}"  # mlflow runs `uvicorn` by name
+
+    if args.watch:
+        watchbench.run(ROOT, base_env, args.out, args.seconds, args.rounds, args.baseline)
+        return 0
 
     print("in-process limit ...", flush=True)
     limit = in_process(tracking_uri, uri)
@@ -341,6 +354,8 @@ def main() -> int:
         )
 
     report(results, limit, args.out, served_by)
+    print("watch: inference logs to a file at 100% and the shadow on, against both off ...", flush=True)
+    watchbench.run(ROOT, base_env, args.out, args.seconds, 1, None)
     return 0
 
 

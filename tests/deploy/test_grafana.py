@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from tests.support import ROOT
+from model_api.main import create_app
+from model_api.settings import Settings
+from tests.support import ROOT, wait_until
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "model-api.json"
 # Grafana's variables, replaced by what Grafana would put there.
@@ -50,6 +53,11 @@ def test_the_dashboard_shows_what_the_issue_asks() -> None:
         "shed",
         "in flight",
         "queue depth",
+        "predicted class",
+        "probability",
+        "flagged input values",
+        "shadow agreement",
+        "shadow challenger latency",
     ]:
         assert topic in titles, topic
 
@@ -69,22 +77,37 @@ def test_every_expression_parses(tmp_path: Path) -> None:
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 
 
+@pytest.fixture
+def watched(settings: Settings) -> Iterator[TestClient]:
+    """The service with a shadow challenger (the champion itself) scoring every request."""
+    shadow = {"shadow_uri": settings.model_uri, "shadow_sample_rate": 1.0, "reload_interval_s": 0}
+    with TestClient(create_app(settings.model_copy(update=shadow)), raise_server_exceptions=False) as c:
+        yield c
+
+
 def exported_metrics(client: TestClient, example_rows: Any) -> set[str]:
-    client.post("/predict", json={"instances": example_rows})
+    client.post("/predict", json={"instances": example_rows, "return_probabilities": True})
+    outside = {**example_rows[0], "tenure_months": 10_000}  # out of the profile's range: flagged
+    client.post("/predict", json={"instances": [outside]})
     client.post("/predict", json={"instances": [{}]})  # errors_total has a sample once one happened
     client.app.state.dataplane.metrics.observe_batch("ChurnPredictor", "1", 3, 0.001)  # type: ignore[attr-defined]
-    exported = {line.split("{")[0].split(" ")[0] for line in client.get("/metrics").text.splitlines()}
-    return exported | {"up"}  # Prometheus's own, per target
+
+    def exported() -> set[str]:
+        return {line.split("{")[0].split(" ")[0] for line in client.get("/metrics").text.splitlines()}
+
+    if client.app.state.dataplane.watch.shadow is not None:  # type: ignore[attr-defined]
+        wait_until(lambda: "shadow_rows_total" in exported(), 30, "the shadow to score a request")
+    return exported() | {"up"}  # Prometheus's own, per target
 
 
-def test_every_metric_it_names_is_exported(client: TestClient, example_rows: Any) -> None:
+def test_every_metric_it_names_is_exported(watched: TestClient, example_rows: Any) -> None:
     """A renamed metric would leave a panel silently empty."""
     names = {m for expr in expressions() for m in METRIC.findall(expr)}
     assert names >= AHEAD_OF_SERVER
-    missing = names - exported_metrics(client, example_rows) - AHEAD_OF_SERVER
+    missing = names - exported_metrics(watched, example_rows) - AHEAD_OF_SERVER
     assert names and not missing, missing
 
 
-def test_metrics_ahead_of_the_server_are_not_exported_yet(client: TestClient, example_rows: Any) -> None:
+def test_metrics_ahead_of_the_server_are_not_exported_yet(watched: TestClient, example_rows: Any) -> None:
     """Keeps AHEAD_OF_SERVER honest: a metric the server exports must be checked like the others."""
-    assert not AHEAD_OF_SERVER & exported_metrics(client, example_rows)
+    assert not AHEAD_OF_SERVER & exported_metrics(watched, example_rows)

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from starlette.responses import PlainTextResponse, Response
 
 from model_api.api.body import DataPlaneDep
+from model_api.api.errors import request_id_of
 from model_api.api.protocol import PREDICT_STATUSES, protocol_responses
 from model_api.dataplane import InferenceRequest
 from model_api.errors import BadRequest, MalformedJSON, UnsupportedMediaType
@@ -151,10 +152,14 @@ INVOCATIONS_BODY: dict[str, Any] = {
 )
 async def invocations(request: Request, plane: DataPlaneDep) -> Response:
     """Predict, as MLflow's scoring server does: {"predictions": ...}."""
-    with plane.admit(client=request) as admission:  # 503 before reading the body
-        body = await request.body()
+    request_id = request_id_of(request.scope)
+    # 503 before reading the body
+    with plane.admit(client=request, route="/invocations", request_id=request_id) as admission:
+        body = admission.payload = await request.body()
         result = await plane.infer(admission, parse_invocation(body, request.headers.get("content-type")))
-    content = orjson.dumps({"predictions": result.prediction.labels}, option=orjson.OPT_SERIALIZE_NUMPY)
+        content = admission.answer = orjson.dumps(
+            {"predictions": result.prediction.labels}, option=orjson.OPT_SERIALIZE_NUMPY
+        )
     return Response(content, media_type=JSON)
 
 

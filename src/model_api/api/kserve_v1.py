@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from model_api.api.body import DataPlaneDep, read_json
+from model_api.api.errors import request_id_of
 from model_api.api.protocol import PREDICT_STATUSES, protocol_body, protocol_responses
 from model_api.dataplane import InferenceRequest
 from model_api.errors import BadRequest
@@ -60,10 +61,13 @@ V1_BODY = protocol_body(
 @router.post("/models/{name}:predict", responses=protocol_responses(*PREDICT_STATUSES), openapi_extra=V1_BODY)
 async def predict(name: str, request: Request, plane: DataPlaneDep) -> Response:
     """One prediction per instance, in order."""
-    with plane.admit(name, client=request) as admission:  # 503/404 before reading the body
-        payload = await read_json(request, untyped_is_json=True)
+    route, request_id = "/v1/models/{name}:predict", request_id_of(request.scope)
+    # 503/404 before reading the body
+    with plane.admit(name, client=request, route=route, request_id=request_id) as admission:
+        payload = admission.payload = await read_json(request, untyped_is_json=True)
         result = await plane.infer(admission, parse_v1(payload))
-    return JSONResponse({"predictions": result.prediction.labels})
+        body = admission.answer = {"predictions": result.prediction.labels}
+    return JSONResponse(body)
 
 
 # After :predict: '{name}' would also match 'NAME:predict', and the first route that matches the

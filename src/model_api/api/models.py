@@ -77,6 +77,17 @@ class RolloutInfo(BaseModel):
     schema_changes: list[str]
 
 
+class ShadowInfo(BaseModel):
+    """The shadow challenger: what it is, and how much of the traffic it scores."""
+
+    uri: str = Field(description="MODEL_API_SHADOW_URI, followed like the served model.")
+    name: str | None
+    version: str | None = Field(description="The challenger's version; null until it is loaded.")
+    sample_rate: float
+    error: str | None = Field(description="Why the challenger is not loaded, when it is not.")
+    rollout: RolloutInfo | None
+
+
 class ModelInfo(BaseModel):
     """Which model is served, where it came from, and its contract."""
 
@@ -114,6 +125,9 @@ class ModelInfo(BaseModel):
     loaded_at: datetime
     load_seconds: float
     rollout: RolloutInfo | None
+    shadow: ShadowInfo | None = Field(
+        default=None, description="The shadow challenger (MODEL_API_SHADOW_URI); null when off."
+    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

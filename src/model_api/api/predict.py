@@ -75,7 +75,10 @@ def render_predict(result: InferenceResult, request_id: str | None) -> dict[str,
 )
 async def predict(request: Request, plane: DataPlaneDep) -> Response:
     """Predict one label per row; with `return_probabilities`, each row's class probabilities too."""
-    with plane.admit(client=request) as admission:  # 503 before reading a body the service cannot serve yet
-        payload = await read_json(request)
+    request_id = request_id_of(request.scope)
+    # 503 before reading a body the service cannot serve yet
+    with plane.admit(client=request, route="/predict", request_id=request_id) as admission:
+        payload = admission.payload = await read_json(request)
         result = await plane.infer(admission, parse_predict(payload))
-    return JSONResponse(render_predict(result, request_id_of(request.scope)))
+        body = admission.answer = render_predict(result, request_id)
+    return JSONResponse(body)

@@ -9,7 +9,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from model_api.api.body import DataPlaneDep
-from model_api.api.models import ColumnInfo, ErrorResponse, Health, ModelInfo, Ready, RolloutInfo
+from model_api.api.models import (
+    ColumnInfo,
+    ErrorResponse,
+    Health,
+    ModelInfo,
+    Ready,
+    RolloutInfo,
+    ShadowInfo,
+)
+from model_api.dataplane import DataPlane
 
 router = APIRouter()
 
@@ -78,6 +87,23 @@ async def model_info(request: Request, plane: DataPlaneDep) -> ModelInfo:
         input_example=list(predictor.schema.example) if predictor.schema is not None else [],
         loaded_at=loaded.loaded_at,
         load_seconds=round(loaded.load_seconds, 3),
+        rollout=RolloutInfo(**dataclasses.asdict(rollout.status)) if rollout is not None else None,
+        shadow=_shadow_info(request, plane),
+    )
+
+
+def _shadow_info(request: Request, plane: DataPlane) -> ShadowInfo | None:
+    shadow = plane.watch.shadow if plane.watch is not None else None
+    if shadow is None:
+        return None
+    challenger = shadow.predictor
+    rollout = getattr(request.app.state, "shadow_rollout", None)
+    return ShadowInfo(
+        uri=shadow.settings.model_uri,
+        name=challenger.name if challenger is not None else None,
+        version=challenger.version if challenger is not None else None,
+        sample_rate=shadow.sample_rate,
+        error=shadow.error,
         rollout=RolloutInfo(**dataclasses.asdict(rollout.status)) if rollout is not None else None,
     )
 

@@ -93,16 +93,19 @@ INFER_RESPONSES = protocol_responses(*PREDICT_STATUSES)
 @router.post("/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
 async def infer(name: str, request: Request, plane: DataPlaneDep, version: str | None = None) -> Response:
     """Predict: one input per feature column, or one 2-D input in signature order."""
-    with plane.admit(name, version, client=request) as admission:  # 503/404 before reading the body
-        payload = await read_json(request, untyped_is_json=True)
+    request_id = request_id_of(request.scope)
+    route = "/v2/models/{name}/versions/{version}/infer" if version else "/v2/models/{name}/infer"
+    # 503/404 before reading the body
+    with plane.admit(name, version, client=request, route=route, request_id=request_id) as admission:
+        payload = admission.payload = await read_json(request, untyped_is_json=True)
         parsed = v2_codec.parse_infer(payload)
         result = await plane.infer(admission, parsed.inference)
-    predictor = result.predictor
-    body = {
-        "model_name": predictor.name,
-        "model_version": predictor.version,
-        "id": parsed.id if parsed.id is not None else request_id_of(request.scope),
-        "parameters": {"content_type": "np"},
-        "outputs": v2_codec.encode_outputs(parsed, result),
-    }
+        predictor = result.predictor
+        body = admission.answer = {
+            "model_name": predictor.name,
+            "model_version": predictor.version,
+            "id": parsed.id if parsed.id is not None else request_id,
+            "parameters": {"content_type": "np"},
+            "outputs": v2_codec.encode_outputs(parsed, result),
+        }
     return JSONResponse(body)

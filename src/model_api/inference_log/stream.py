@@ -38,7 +38,8 @@ class InferenceLog:
     """A sampled, bounded, non-blocking stream of inference records into one sink.
 
     `sample_rate` in [0, 1] is the share of offers recorded; `queue_size` the records waiting at
-    most; `batch_size` the most records one sink write takes. `rng` makes the sample reproducible.
+    most; `batch_size` the most records one sink write takes; `linger_s` how long the writer lets
+    records gather after the first of a batch arrives. `rng` makes the sample reproducible.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class InferenceLog:
         batch_size: int = 256,
         rng: random.Random | None = None,
         error_log_interval_s: float = 60.0,
+        linger_s: float = 0.05,
     ) -> None:
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError("sample_rate must be within [0, 1]")
@@ -60,6 +62,7 @@ class InferenceLog:
         self.sink = sink
         self.sample_rate = sample_rate
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.mask = mask or FieldMask()
         self._random = (rng or random.Random()).random  # noqa: S311 - sampling, not security
         self._queue: queue.Queue[InferenceRecord | None] = queue.Queue(maxsize=queue_size)
@@ -131,6 +134,11 @@ class InferenceLog:
                 first = self._queue.get_nowait() if closing else self._queue.get(timeout=1.0)
             except queue.Empty:
                 first = None
+            if first is not None and not closing and self.linger_s > 0:
+                # Let records gather: one wake-up and one write a linger, not one a request. A
+                # thread woken per record takes the GIL from the request path every time (on a
+                # busy core that cost a third of the throughput of single-row requests).
+                self._closing.wait(self.linger_s)
             batch = [] if first is None else [first]
             while len(batch) < self.batch_size:
                 try:

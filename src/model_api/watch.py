@@ -1,0 +1,263 @@
+"""Watching the served model in production: what each answered request leaves behind.
+
+The data plane hands every answered request (its `Admission`, which holds the request's body,
+rendered answer, rows and prediction) to `Watch.answered` once, as the request leaves the data
+plane. From there:
+
+- prediction metrics: `predicted_class_total` (by class, for a classifier), a histogram of the
+  positive-class probability `positive_class_probability` (binary classifiers, when the request's
+  answer carried probabilities) or of the output `predicted_value` (regressors);
+- feature metrics: `feature_values_flagged_total` by feature and kind (missing, unknown,
+  out_of_range) against the model's reference profile (`profile.py`), computed when the model is
+  served from MODEL_API_REFERENCE_PROFILE or else the input example;
+- an inference log record (`inference_log/`), built only for a sampled request, written by the
+  log's own thread;
+- a shadow challenger's sample (`shadow.py`), scored in the shadow's own thread.
+
+Prediction and feature metrics are computed on the contract path only, where the rows are checked
+columns and the labels are one value a row; the pyfunc path (any model MLflow loads, its output of
+any shape) gets the inference log and the shadow only. Labels are bounded: model name and version,
+the model's own classes (at most MAX_CLASSES, beyond that "other") and its signature's features.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from model_api.contract import Batch
+from model_api.errors import ServingError
+from model_api.inference_log import InferenceLog, InferenceRecord, build_inference_log
+from model_api.metrics import Metrics
+from model_api.predictor import Prediction, Predictor
+from model_api.profile import Profile, build_profile, observe
+from model_api.settings import Settings
+
+if TYPE_CHECKING:
+    from model_api.dataplane import Admission
+    from model_api.shadow import Shadow
+
+logger = logging.getLogger(__name__)
+
+MAX_CLASSES = 50
+"""Classes counted by name; a model with more counts the rest as "other" (labels stay bounded)."""
+PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+KINDS = ("missing", "unknown", "out_of_range")
+
+
+class PredictionMetrics:
+    """The prediction and feature metrics, in the app's registry (names in the module docstring)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        model = ["model_name", "model_version"]
+        self.classes = Counter(
+            "predicted_class",
+            "Rows predicted, by model and predicted class (classifiers on the contract path).",
+            [*model, "predicted_class"],
+            registry=registry,
+        )
+        self.probability = Histogram(
+            "positive_class_probability",
+            "Probability of the positive class per row (binary classifiers, answers with probabilities).",
+            model,
+            buckets=PROBABILITY_BUCKETS,
+            registry=registry,
+        )
+        self.value = Histogram(
+            "predicted_value",
+            "The predicted value per row (regressors on the contract path).",
+            model,
+            registry=registry,
+        )
+        self.features = Counter(
+            "feature_values_flagged",
+            "Input values per feature that are missing, an unknown category or out of the "
+            "reference profile's range (kind), by model.",
+            [*model, "feature", "kind"],
+            registry=registry,
+        )
+
+
+class ModelWatch:
+    """One served model's reference profile and its metric children, made once when it is served."""
+
+    def __init__(self, predictor: Predictor, metrics: PredictionMetrics, profile: Profile | None) -> None:
+        labels = predictor.name, predictor.version or ""
+        self.profile = profile
+        classes = predictor.classes
+        self.is_classifier = bool(classes)
+        self.class_counts = {c: metrics.classes.labels(*labels, str(c)) for c in classes[:MAX_CLASSES]}
+        self.other_class = metrics.classes.labels(*labels, "other")
+        binary = predictor.has_probabilities and len(classes) == 2
+        self.probability = metrics.probability.labels(*labels) if binary else None
+        self.value = None if self.is_classifier else metrics.value.labels(*labels)
+        self.features = {
+            (name, kind): metrics.features.labels(*labels, name, kind)
+            for name in (profile.features if profile else ())
+            for kind in KINDS
+        }
+        self._ranges = [(n, low, high) for n, (low, high) in profile.numeric.items()] if profile else []
+        self._known = list(profile.categorical.items()) if profile else []
+
+    def _clean_row(self, columns: dict[str, list[Any]]) -> bool:
+        """Whether a single row has nothing to count: the common case, checked in a few
+        comparisons (None, NaN, text or a bool fail them and take `observe`'s full count)."""
+        try:
+            for name, low, high in self._ranges:
+                value = columns[name][0]
+                if not low <= value <= high or type(value) is bool:
+                    return False
+            return all(columns[name][0] in known for name, known in self._known)
+        except (KeyError, IndexError, TypeError):
+            return False
+
+    def observe(self, batch: Batch, prediction: Prediction) -> None:
+        """Count one answered batch: its predicted classes or values, and its flagged features."""
+        labels = prediction.labels
+        if self.is_classifier:
+            for label in labels:
+                self.class_counts.get(label, self.other_class).inc()
+            if self.probability is not None and prediction.probabilities is not None:
+                for p in prediction.probabilities[:, 1].tolist():
+                    self.probability.observe(p)
+        elif self.value is not None:
+            for value in labels:
+                if isinstance(value, int | float):
+                    self.value.observe(value)
+        if self.profile is not None and not (batch.n_rows == 1 and self._clean_row(batch.columns)):
+            for name, counts in observe(self.profile, batch.columns).items():
+                for kind, count in zip(KINDS, counts, strict=True):
+                    if count:
+                        self.features[name, kind].inc(count)
+
+
+def reference_profile(predictor: Predictor, artifact: Profile | None) -> Profile | None:
+    """The profile a contract-path model is watched against: `artifact` when given, else one built
+    from the input example with the categories of the model's encoders; None without either."""
+    if predictor.schema is None:
+        return None
+    if artifact is not None:
+        return artifact
+    example = predictor.loaded.input_example
+    if example is None or example.empty:
+        return None
+    categories = {f.name: f.categories for f in predictor.schema.features if f.categories is not None}
+    names = [f.name for f in predictor.schema.features]
+    return build_profile(example[[n for n in names if n in example.columns]], categories)
+
+
+class Watch:
+    """Everything that observes answered requests: metrics, the inference log, the shadow."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        log: InferenceLog | None = None,
+        shadow: Shadow | None = None,
+        artifact: Profile | None = None,
+    ) -> None:
+        self.log = log
+        self.shadow = shadow
+        self.artifact = artifact
+        self.metrics = PredictionMetrics(registry)
+        self._models: weakref.WeakKeyDictionary[Predictor, ModelWatch] = weakref.WeakKeyDictionary()
+
+    def served(self, predictor: Predictor) -> None:
+        """A model is served from now on: build its profile (off the request path)."""
+        try:
+            profile = reference_profile(predictor, self.artifact)
+        except Exception as exc:  # a profile is an aid: never a reason not to serve
+            logger.warning("no reference profile for the feature metrics: %s", type(exc).__name__)
+            profile = None
+        self._models[predictor] = ModelWatch(predictor, self.metrics, profile)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what the inference log holds (within `timeout_s`) and stop the shadow. Blocking."""
+        if self.log is not None:
+            self.log.close(timeout_s)
+        if self.shadow is not None:
+            self.shadow.close(timeout_s)
+
+    def answered(self, admission: Admission, exc: BaseException | None) -> None:
+        """One request left the data plane, answered (`exc` None) or with an error. Never raises."""
+        predictor = admission.predictor
+        prediction = admission.prediction
+        if exc is None and prediction is not None:
+            batch = admission.batch
+            model = self._models.get(predictor)
+            if model is not None and isinstance(batch, Batch):
+                try:
+                    model.observe(batch, prediction)
+                except Exception as error:  # metrics never fail an answer
+                    logger.warning("prediction metrics failed: %s", type(error).__name__)
+            if self.shadow is not None and admission.request is not None:
+                self.shadow.offer(predictor, admission.request, prediction)
+        if self.log is not None:
+            latency_ms = (time.perf_counter() - admission.started) * 1000
+            self.log.offer(lambda: make_record(admission, exc, latency_ms))
+
+
+def build_watch(settings: Settings, metrics: Metrics) -> Watch:
+    """The watch `settings` ask for: the inference log (opens its sink, starts its thread), the
+    reference profile artifact (MODEL_API_REFERENCE_PROFILE; ValueError when unreadable) and the
+    shadow (not loaded yet: `shadow.follow`). Blocking: call it in a worker thread."""
+    artifact = None
+    if settings.reference_profile is not None:
+        try:
+            artifact = Profile.from_dict(orjson.loads(settings.reference_profile.read_bytes()))
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ValueError(f"the reference profile cannot be read: {type(exc).__name__}") from exc
+    log = build_inference_log(settings, metrics.registry)
+    shadow = None
+    if settings.shadow_uri:
+        from model_api.shadow import Shadow
+
+        shadow = Shadow(settings, metrics)
+    return Watch(metrics.registry, log=log, shadow=shadow, artifact=artifact)
+
+
+def make_record(admission: Admission, exc: BaseException | None, latency_ms: float) -> InferenceRecord:
+    """The inference record of one request (called for a sampled one only)."""
+    predictor = admission.predictor
+    if exc is None:
+        status, outputs = 200, admission.answer
+    elif isinstance(exc, ServingError):
+        status, outputs = exc.status_code, {"error": {"code": exc.code, "message": str(exc)}}
+    else:
+        status, outputs = 500, {"error": {"code": "internal_error"}}
+    return InferenceRecord(
+        request_id=admission.request_id or "",
+        model_name=predictor.name,
+        model_version=predictor.version or "",
+        route=admission.route,
+        inputs=jsonable_body(admission.payload),
+        outputs=jsonable_body(outputs),
+        latency_ms=round(latency_ms, 3),
+        status_code=status,
+    )
+
+
+def jsonable_body(value: Any) -> Any:
+    """A body as the record keeps it: JSON bytes (a JSON body, a rendered answer) parsed, so the
+    field mask can find named fields in them; other bytes as text (CSV) or, when not text
+    (Parquet), their size; values as they are."""
+    if isinstance(value, bytes | bytearray):
+        data = bytes(value)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            return {"bytes": len(data)}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

@@ -1,0 +1,118 @@
+"""shadow.py: comparing two answers, and a shadow that drops (and counts) what its busy thread
+cannot take, counts a failing challenger, and never raises into the request that offers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model_api.dataplane import InferenceRequest
+from model_api.errors import InvalidInput
+from model_api.inputs import ModelInput, ModelSpec
+from model_api.metrics import Metrics
+from model_api.predictor import Prediction, Predictor
+from model_api.registry import LoadedModel
+from model_api.rows import Records
+from model_api.settings import Settings
+from model_api.shadow import Shadow, agreement, probability_difference, shadow_settings
+from model_api.signature import model_spec
+from tests.support import wait_until
+
+
+def test_agreement_row_by_row_or_as_a_whole() -> None:
+    assert agreement([0, 1, 1, 0], [0, 1, 0, 0]) == (3, 4)
+    assert agreement([0, 1], [0]) == (0, 1)  # not comparable row by row: one answer, different
+    assert agreement({"a": [1]}, {"a": [1]}) == (1, 1)
+
+
+def test_probability_difference_over_the_classes_both_know() -> None:
+    first = np.array([[0.9, 0.1], [0.4, 0.6]])
+    second = np.array([[0.2, 0.7, 0.1], [0.6, 0.0, 0.4]])  # classes in another order, one more
+    difference = probability_difference(first, [0, 1], second, [1, 2, 0])
+    assert difference.tolist() == pytest.approx([(abs(0.9 - 0.1) + abs(0.1 - 0.2)) / 2, (0.0 + 0.0) / 2])
+    assert probability_difference(first, ["a", "b"], second, [0, 1, 2]).size == 0
+
+
+def test_the_challenger_is_loaded_alone_and_may_change_its_contract() -> None:
+    settings = shadow_settings(Settings(shadow_uri="models:/M@challenger", model_threads=4))
+    assert settings.model_uri == "models:/M@challenger"
+    assert (settings.batching, settings.model_threads, settings.reload_accept_schema_change) == (
+        False,
+        1,
+        True,
+    )
+    assert settings.startup_retry_s == 0
+
+
+class HeldInputs:
+    """Real rows whose parsing waits on a gate: holds the shadow's thread busy while a test offers."""
+
+    def __init__(self, rows: list[dict[str, Any]], gate: threading.Event, fail: bool = False) -> None:
+        self.records = Records(rows, "instances")
+        self.gate = gate
+        self.fail = fail
+        self.started = threading.Event()
+
+    def to_model_input(self, spec: ModelSpec, params: dict[str, Any] | None, max_rows: int) -> ModelInput:
+        self.started.set()
+        assert self.gate.wait(30)
+        if self.fail:
+            raise InvalidInput("the challenger's contract refuses these rows")
+        return self.records.to_model_input(spec, params, max_rows)
+
+
+@pytest.fixture
+def predictor(champion: LoadedModel) -> Iterator[Predictor]:
+    predictor = Predictor(champion, model_spec(champion), threads=1, metrics=Metrics())
+    yield predictor
+    predictor.close()
+
+
+def count(shadow: Shadow, outcome: str, version: str) -> float:
+    value = shadow.metrics.registry.get_sample_value(
+        "shadow_requests_total", {"challenger_version": version, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def test_a_busy_shadow_drops_and_counts_and_a_failing_one_counts(
+    predictor: Predictor, example_rows: list[dict[str, Any]]
+) -> None:
+    settings = Settings(
+        shadow_uri="models:/ChurnPredictor@champion",
+        shadow_sample_rate=1.0,
+        shadow_queue_size=2,
+        shadow_budget=1.0,
+    )
+    shadow = Shadow(settings, Metrics())
+    version = predictor.version or ""
+    answer = Prediction([0] * len(example_rows))
+    try:
+        shadow.offer(predictor, InferenceRequest(Records(example_rows, "instances")), answer)
+        assert shadow._queue.empty() and count(shadow, "dropped", version) == 0  # no challenger yet
+        shadow.serve(predictor)
+        gate = threading.Event()
+        held = HeldInputs(example_rows, gate, fail=True)
+        shadow.offer(predictor, InferenceRequest(held), answer)
+        assert held.started.wait(30), "the shadow thread took the first request"
+        for _ in range(5):  # two wait in the queue, three are dropped; none blocks
+            shadow.offer(predictor, InferenceRequest(Records(example_rows, "instances")), answer)
+        assert count(shadow, "dropped", version) == 3
+        gate.set()
+        wait_until(lambda: count(shadow, "scored", version) == 2, 30, "the queued requests to be scored")
+        assert count(shadow, "failed", version) == 1
+        # The champion as its own challenger: every row agrees with its real labels.
+        labels = {"model_name": "ChurnPredictor", "champion_version": version, "challenger_version": version}
+        real = predictor.predict_sync(
+            Records(example_rows, "instances").to_model_input(predictor.spec, None, 100), False
+        )
+        shadow.score([(predictor, InferenceRequest(Records(example_rows, "instances")), real)])
+        registry = shadow.metrics.registry
+        equal = registry.get_sample_value("shadow_rows_total", {**labels, "agreement": "equal"})
+        assert equal is not None and equal >= len(example_rows)
+    finally:
+        shadow.close(10)
