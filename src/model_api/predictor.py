@@ -253,36 +253,30 @@ def as_list(raw: Any) -> list[Any]:
     return list(array.tolist())
 
 
+def _final_step(model: Any) -> Any:
+    """The model itself, or a pipeline's last step."""
+    steps = getattr(model, "steps", None)
+    return steps[-1][1] if steps else model
+
+
 def rows_are_exact_alone(model: Any) -> bool:
     """Whether the model (or a pipeline's final step) is a tree model, whose answer for a row
     never depends on the other rows of its call."""
-    from sklearn.ensemble import (
-        ExtraTreesClassifier,
-        ExtraTreesRegressor,
-        GradientBoostingClassifier,
-        GradientBoostingRegressor,
-        HistGradientBoostingClassifier,
-        HistGradientBoostingRegressor,
-        RandomForestClassifier,
-        RandomForestRegressor,
-    )
-    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+    from sklearn import ensemble
+    from sklearn.tree import BaseDecisionTree
 
-    steps = getattr(model, "steps", None)
-    final = steps[-1][1] if steps else model
-    trees = (
-        RandomForestClassifier,
-        RandomForestRegressor,
-        ExtraTreesClassifier,
-        ExtraTreesRegressor,
-        GradientBoostingClassifier,
-        GradientBoostingRegressor,
-        HistGradientBoostingClassifier,
-        HistGradientBoostingRegressor,
-        DecisionTreeClassifier,
-        DecisionTreeRegressor,
+    final = _final_step(model)
+    boosted = (
+        ensemble.GradientBoostingClassifier,
+        ensemble.GradientBoostingRegressor,
+        ensemble.HistGradientBoostingClassifier,
+        ensemble.HistGradientBoostingRegressor,
     )
-    return isinstance(final, trees)
+    # Forests and extra trees: ensembles of decision trees (bagging of other estimators is not).
+    forest = isinstance(final, ensemble.BaseEnsemble) and isinstance(
+        getattr(final, "estimator", None), BaseDecisionTree
+    )
+    return forest or isinstance(final, (BaseDecisionTree, *boosted))
 
 
 def _predicts_argmax_of_proba(model: Any) -> bool:
@@ -290,7 +284,6 @@ def _predicts_argmax_of_proba(model: Any) -> bool:
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
     from sklearn.tree import DecisionTreeClassifier
 
-    steps = getattr(model, "steps", None)
-    final = steps[-1][1] if steps else model
+    final = _final_step(model)
     kinds = (RandomForestClassifier, ExtraTreesClassifier, DecisionTreeClassifier)
     return isinstance(final, kinds) and getattr(final, "n_outputs_", 1) == 1
