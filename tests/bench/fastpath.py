@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,25 +19,7 @@ import pandas as pd
 
 from model_api import demo
 from model_api.fastpath import ColumnSpec, FastPath, build_fast_path
-
-DTYPES = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32}
-
-
-def converter(specs: Sequence[ColumnSpec]) -> Callable[[Mapping[str, list[Any]]], pd.DataFrame]:
-    """The server's conversion (`InputSchema.to_model_input`)."""
-
-    def to_frame(columns: Mapping[str, list[Any]]) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                s.name: pd.Series(columns[s.name], dtype=object)
-                if s.kind == "string"
-                else np.asarray(columns[s.name], dtype=DTYPES[s.kind])
-                for s in specs
-            },
-            copy=False,
-        )
-
-    return to_frame
+from tests.unit.fastpath_support import converter
 
 
 def p50_ms(call: Callable[[], object], repeat: int) -> float:

@@ -9,16 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from model_api.contract import Batch, Feature, InputSchema, Kind
 from model_api.fastpath import ColumnSpec, FastPath, build_fast_path
 from model_api.fastpath.verify import UNKNOWN, compare
 
-DTYPES = {
-    "double": np.float64,
-    "float": np.float32,
-    "long": np.int64,
-    "integer": np.int32,
-    "boolean": np.bool_,
-}
 SPECS = [
     ColumnSpec("income", "double"),
     ColumnSpec("visits", "long"),
@@ -34,18 +28,12 @@ N_ROWS = 200_000
 
 
 def converter(specs: Sequence[ColumnSpec]) -> Any:
-    """The server's conversion (InputSchema.to_model_input): signature dtypes, strings as objects."""
+    """The server's own conversion, `InputSchema.to_model_input`, for columns of `specs`."""
+    schema = InputSchema(tuple(Feature(s.name, Kind(s.kind)) for s in specs))
 
-    def to_frame(columns: Mapping[str, list[Any]]) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                s.name: pd.Series(columns[s.name], dtype=object)
-                if s.kind == "string"
-                else np.asarray(columns[s.name], dtype=DTYPES[s.kind])
-                for s in specs
-            },
-            copy=False,
-        )
+    def to_frame(columns: Mapping[str, list[Any]]) -> Any:
+        n_rows = len(next(iter(columns.values()))) if columns else 0
+        return schema.to_model_input(Batch({k: list(v) for k, v in columns.items()}, n_rows))
 
     return to_frame
 
