@@ -168,3 +168,23 @@ def check_entry(
             except AssertionError as exc:
                 problems.append(str(exc))
     return problems
+
+
+def v2_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as Open Inference Protocol inputs, one tensor per column, each with the datatype
+    a client would pick for its JSON values (BOOL, INT64, FP64, else BYTES)."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return [_v2_column(c, [r.get(c) for r in rows]) for c in columns]
+
+
+def _v2_column(name: str, values: list[Any]) -> dict[str, Any]:
+    present = [v for v in values if v is not None]
+    if all(type(v) is bool for v in present):
+        datatype = "BOOL"
+    elif all(type(v) is int for v in present):
+        datatype = "INT64"
+    elif all(type(v) in (int, float) for v in present):
+        datatype = "FP64"
+    else:
+        datatype = "BYTES"
+    return {"name": name, "datatype": datatype, "shape": [len(values)], "data": values}

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from model_api.errors import ModelLoadError
 from model_api.main import create_app
 from model_api.settings import Settings
+from tests.conformance.harness import v2_columns
 from tests.conformance.reference import build_body, load_reference_model
 from tests.conformance.zoo import Entry, Zoo
 
@@ -28,10 +29,6 @@ def serving(zoo: Zoo, name: str, **settings: Any) -> Iterator[tuple[TestClient, 
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, entry
-
-
-def model_name(entry: Entry) -> str:
-    return entry.uri.removeprefix("models:/").split("/")[0].split("@")[0]
 
 
 @pytest.mark.parametrize(
@@ -91,15 +88,12 @@ def test_pyfunc_predict_fn_predict_proba_answers_probabilities(zoo: Zoo) -> None
 def test_params_on_v1_and_v2_reach_the_model(zoo: Zoo) -> None:
     with serving(zoo, "py-params") as (client, entry):
         rows = entry.rows or []
-        name = model_name(entry)
+        name = entry.model_name
         default = client.post(f"/v1/models/{name}:predict", json={"instances": rows}).json()["predictions"]
         v1 = client.post(
             f"/v1/models/{name}:predict", json={"instances": rows, "parameters": entry.params}
         ).json()["predictions"]
-        inputs = [
-            {"name": c, "datatype": "FP64", "shape": [len(rows)], "data": [r[c] for r in rows]}
-            for c in ("x", "y")
-        ]
+        inputs = v2_columns(rows)
         v2 = client.post(
             f"/v2/models/{name}/infer", json={"inputs": inputs, "parameters": entry.params}
         ).json()
@@ -135,18 +129,9 @@ def test_a_null_in_an_optional_string_column_is_missing_not_a_category(zoo: Zoo)
 def test_a_dataframe_output_keeps_its_column_names_on_every_protocol(zoo: Zoo) -> None:
     with serving(zoo, "py-frame-output") as (client, entry):
         rows = entry.rows or []
-        name = model_name(entry)
+        name = entry.model_name
         records = client.post("/predict", json={"instances": rows}).json()["predictions"]
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-        inputs = [
-            {
-                "name": c,
-                "datatype": "FP64" if all(isinstance(r[c], float | int) for r in rows) else "BYTES",
-                "shape": [len(rows)],
-                "data": [r[c] for r in rows],
-            }
-            for c in columns
-        ]
+        inputs = v2_columns(rows)
         v2 = client.post(f"/v2/models/{name}/infer", json={"inputs": inputs}).json()
     assert isinstance(records, list) and isinstance(records[0], dict)
     names = list(records[0])

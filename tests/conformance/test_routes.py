@@ -22,7 +22,7 @@ import pytest
 
 from model_api.main import create_app
 from model_api.settings import Settings
-from tests.conformance.harness import check_entry
+from tests.conformance.harness import check_entry, v2_columns
 from tests.conformance.reference import (
     KNOWN_MLFLOW_DIFFERENCES,
     build_body,
@@ -101,7 +101,7 @@ def test_predict_v1_and_v2_answer_as_mlflow(served: tuple[Entry, str, str]) -> N
                 is None
             )
         if (entry.name, "instances") not in KNOWN_MLFLOW_DIFFERENCES:
-            got = client.post(f"{url}/v1/models/{_model_name(entry)}:predict", json={"instances": rows})
+            got = client.post(f"{url}/v1/models/{entry.model_name}:predict", json={"instances": rows})
             assert got.status_code == 200, got.text
             assert (
                 json_diff(
@@ -111,29 +111,11 @@ def test_predict_v1_and_v2_answer_as_mlflow(served: tuple[Entry, str, str]) -> N
             )
         if (entry.name, "dataframe_split") not in KNOWN_MLFLOW_DIFFERENCES:
             expected = _expected(entry, "dataframe_split")
-            columns = list(dict.fromkeys(k for r in rows for k in r))
-            inputs = [_v2_column(c, [r.get(c) for r in rows]) for c in columns]
-            got = client.post(f"{url}/v2/models/{_model_name(entry)}/infer", json={"inputs": inputs})
+            inputs = v2_columns(rows)
+            got = client.post(f"{url}/v2/models/{entry.model_name}/infer", json={"inputs": inputs})
             assert got.status_code == 200, got.text
             decoded = _v2_predictions(got.json()["outputs"], expected)
             assert json_diff(decoded, expected, non_finite_as_null=lenient) is None
-
-
-def _model_name(entry: Entry) -> str:
-    return entry.uri.removeprefix("models:/").split("/")[0].split("@")[0]
-
-
-def _v2_column(name: str, values: list[Any]) -> dict[str, Any]:
-    present = [v for v in values if v is not None]
-    if all(type(v) is bool for v in present):
-        datatype = "BOOL"
-    elif all(type(v) is int for v in present):
-        datatype = "INT64"
-    elif all(type(v) in (int, float) for v in present):
-        datatype = "FP64"
-    else:
-        datatype = "BYTES"
-    return {"name": name, "datatype": datatype, "shape": [len(values)], "data": values}
 
 
 def test_merged_rows_answer_as_each_row_alone(served: tuple[Entry, str, str]) -> None:

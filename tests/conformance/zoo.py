@@ -54,6 +54,11 @@ class Entry:
     frame_types: dict[str, str] = field(default_factory=dict)
     """Column -> pandas dtype for the CSV/Parquet frame a client would build ('datetime', 'bytes')."""
 
+    @property
+    def model_name(self) -> str:
+        """The registered model's name, as the KServe protocols' routes name it."""
+        return self.uri.removeprefix("models:/").split("/")[0].split("@")[0]
+
     def frame(self, rows: list[dict[str, Any]] | None = None) -> pd.DataFrame:
         """The entry's rows as the DataFrame a pandas client sends as CSV or Parquet."""
         frame = pd.DataFrame.from_records(rows if rows is not None else self.rows or [])
