@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from model_api.contract import MAX_DETAILS, Batch, InputSchema, unknown_detail
-from model_api.dtypes import relaxed_schema
 from model_api.errors import BadRequest, ErrorDetail, InvalidInput, TooManyRows, UnsupportedMediaType
 
 JSON_FORMS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -48,6 +47,9 @@ class ModelSpec:
     """The model's MLmodel (mlflow.models.Model)."""
     tabular: bool = False
     """The model is a scikit-learn, XGBoost or LightGBM model, which reads a table."""
+    relaxed_schema: Any = None
+    """The input schema with its optional integer columns as doubles (`dtypes.relaxed_schema`),
+    or None when it has none: what a row with a missing value in such a column is read with."""
 
 
 @dataclass(frozen=True)
@@ -151,10 +153,9 @@ def parse_mlflow_json(payload: Any, spec: ModelSpec, max_rows: int) -> PyfuncBat
             parsed = scoring_server._parse_json_data(dict(payload), spec.metadata, spec.input_schema)  # type: ignore[no-untyped-call]
         except MlflowException:
             # An optional integer column holding a missing value (dtypes.relaxed_schema).
-            relaxed = relaxed_schema(spec.input_schema)
-            if relaxed is None:
+            if spec.relaxed_schema is None:
                 raise
-            parsed = scoring_server._parse_json_data(dict(payload), spec.metadata, relaxed)  # type: ignore[no-untyped-call]
+            parsed = scoring_server._parse_json_data(dict(payload), spec.metadata, spec.relaxed_schema)  # type: ignore[no-untyped-call]
     except (MlflowException, ValueError, TypeError, KeyError, AttributeError) as exc:
         # MLflow's parsers raise more than MlflowException on bodies they cannot read.
         raise _mlflow_error(exc) from exc
@@ -214,10 +215,9 @@ def parse_table(body: bytes, media: str, spec: ModelSpec, max_rows: int) -> Pyfu
             try:
                 data = parse_csv(text, spec.input_schema)
             except BadRequest:
-                relaxed = relaxed_schema(spec.input_schema)
-                if relaxed is None:
+                if spec.relaxed_schema is None:
                     raise
-                data = parse_csv(text, relaxed)
+                data = parse_csv(text, spec.relaxed_schema)
         else:
             if importlib.util.find_spec("pyarrow") is None:
                 raise UnsupportedMediaType(

@@ -25,7 +25,6 @@ from model_api.dtypes import (
     lightgbm_categories,
     optional_integers,
     predict_relaxed,
-    relaxed_schema,
     restore_categories,
 )
 from model_api.errors import InvalidInput, PredictionFailed, describe_error
@@ -86,7 +85,7 @@ class Predictor:
         )
         """Class probabilities are offered for single-output classifiers of these flavors."""
         self._categories = lightgbm_categories(model) if loaded.flavor == "lightgbm" else {}
-        self._relaxed = relaxed_schema(spec.input_schema)
+        self._relaxed = spec.relaxed_schema
         self._optional_integers = optional_integers(spec.input_schema)
         self._latency = metrics.model_latency.labels(loaded.name, loaded.version or "")
         self._labels_from_proba = self.has_probabilities and _predicts_argmax_of_proba(model)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from model_api.contract import Feature, InputSchema, Kind
+from model_api.dtypes import relaxed_schema
 from model_api.errors import ModelLoadError
 from model_api.inputs import ModelSpec
 from model_api.registry import FLAVORS, LoadedModel
@@ -160,4 +161,11 @@ def model_spec(loaded: LoadedModel) -> ModelSpec:
         and _contract_fits(inputs)
     ):
         contract = build_input_schema(loaded.model, signature, loaded.input_example)
-    return ModelSpec(contract, inputs, params, loaded.metadata, tabular=loaded.flavor in FLAVORS)
+    return ModelSpec(
+        contract,
+        inputs,
+        params,
+        loaded.metadata,
+        tabular=loaded.flavor in FLAVORS,
+        relaxed_schema=relaxed_schema(inputs),
+    )
