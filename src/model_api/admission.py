@@ -7,7 +7,8 @@
   (504) without costing model time. The ticket keeps the `queue_depth` gauge.
 - `watch_disconnect`: once the body is read, the next ASGI `receive()` returns only when the client
   disconnects (or the answer is sent), so one task per waiting request, parked on that call, sees a
-  client leave the queue without polling.
+  client leave the queue without polling. `DisconnectWatch` starts it only for a request still
+  waiting after `WATCH_AFTER_S` (50 ms): most are answered sooner and never pay for the task.
 """
 
 from __future__ import annotations
@@ -112,11 +113,28 @@ async def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) 
     on_disconnect()
 
 
-def start_watching(receive: Receive | None, on_disconnect: Callable[[], None]) -> asyncio.Task[None] | None:
-    """A task running `watch_disconnect`, or None without a receive channel."""
-    if receive is None:
-        return None
-    return asyncio.get_running_loop().create_task(watch_disconnect(receive, on_disconnect))
+WATCH_AFTER_S = 0.05
+"""How long a request waits for the model before its client is watched: most requests are answered
+sooner, and a watch costs a task (a few loop steps); a client gone sooner is dropped at this mark."""
+
+
+class DisconnectWatch:
+    """`watch_disconnect` in a task started `after_s` seconds from now, unless cancelled before."""
+
+    __slots__ = ("_handle", "_task")
+
+    def __init__(self, receive: Receive, on_disconnect: Callable[[], None], after_s: float = WATCH_AFTER_S):
+        self._task: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(after_s, self._start, receive, on_disconnect)
+
+    def _start(self, receive: Receive, on_disconnect: Callable[[], None]) -> None:
+        self._task = asyncio.get_running_loop().create_task(watch_disconnect(receive, on_disconnect))
+
+    def cancel(self) -> None:
+        """Stop watching (the answer is ready, or the request left the queue)."""
+        self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 class LoopLag:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from model_api.admission import TIMEOUT_HEADER, Client, LoopLag, Receive, Ticket, budget_s, start_watching
+from model_api.admission import TIMEOUT_HEADER, Client, DisconnectWatch, LoopLag, Receive, Ticket, budget_s
 from model_api.errors import (
     ClientDisconnected,
     ErrorDetail,
@@ -317,7 +317,7 @@ class DataPlane:
             admission.gone = True
             task.cancel()
 
-        watcher = start_watching(admission.receive, disconnected)
+        watcher = DisconnectWatch(admission.receive, disconnected) if admission.receive is not None else None
         deadline = asyncio.timeout(remaining)
         try:
             async with deadline:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from model_api.admission import LoopLag, Ticket, budget_s
+from model_api.admission import DisconnectWatch, LoopLag, Ticket, budget_s
 from model_api.dataplane import DataPlane
 from model_api.errors import BadRequest, Expired, InvalidInput, Overloaded
 from model_api.metrics import Metrics
@@ -172,3 +172,36 @@ def test_a_lagging_loop_fills_the_worker_from_a_quarter_of_its_bound(champion: L
                 assert not plane.full()
     finally:
         plane.served().close()
+
+
+def test_a_disconnect_watch_starts_only_for_a_request_still_waiting() -> None:
+    """Before `after_s` nothing reads the client's channel; after it, a disconnection is seen."""
+
+    async def scenario() -> tuple[int, list[str]]:
+        reads = 0
+        gone = asyncio.Event()
+        seen: list[str] = []
+
+        async def receive() -> dict[str, str]:
+            nonlocal reads
+            reads += 1
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        answered = DisconnectWatch(receive, lambda: seen.append("answered"), after_s=0.01)
+        answered.cancel()  # answered before the mark: the channel is never read
+        waiting = DisconnectWatch(receive, lambda: seen.append("waiting"), after_s=0.01)
+        for _ in range(200):  # bounded: the watch starts after 10 ms
+            await asyncio.sleep(0.005)
+            if reads:
+                break
+        gone.set()
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if seen:
+                break
+        waiting.cancel()
+        return reads, seen
+
+    reads, seen = asyncio.run(scenario())
+    assert reads == 1 and seen == ["waiting"]
