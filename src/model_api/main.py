@@ -23,13 +23,9 @@ from model_api.drain import install_sigterm_drain
 from model_api.errors import ModelLoadError
 from model_api.logs import skip_unused_record_fields
 from model_api.metrics import Metrics
-from model_api.middleware.access import AccessMiddleware
-from model_api.middleware.admission import AdmissionMiddleware
 from model_api.middleware.api_keys import ApiKeyMiddleware, load_api_keys
 from model_api.middleware.body_limit import BodyLimitMiddleware
-from model_api.middleware.errors import UnexpectedErrorMiddleware
-from model_api.middleware.request_id import RequestIdMiddleware
-from model_api.middleware.security_headers import SecurityHeadersMiddleware
+from model_api.middleware.edge import EdgeMiddleware
 from model_api.registry import LoadedModel, RegisteredVersion
 from model_api.responses import JSONResponse
 from model_api.rollout import Rollout, load_from_registry, load_predictor
@@ -43,26 +39,17 @@ DESCRIPTION = """Serves a model from the MLflow registry: `/predict` validates r
 model's signature; `/health` and `/ready` are the probes; `/model/info` says what is served."""
 
 
-def middleware_stack(
-    settings: Settings, metrics: Metrics, keys: list[str], plane: DataPlane
-) -> list[Middleware]:
+def middleware_stack(settings: Settings, keys: list[str], plane: DataPlane) -> list[Middleware]:
     """Every layer a request passes before its route, outermost first.
 
-    First, a prediction request past the worker's bound is refused (the data plane's admission
-    decides; this layer only answers sooner and cheaper, before any other: see
-    middleware/admission.py). The request id comes next, so everything after can log and answer
-    with it; the metrics and access layer next, outside every guard, so refusals are counted like
-    any answer; security headers on every answer; CORS answers a browser's preflight before keys
-    are asked for (a preflight never carries them); keys are checked before a body is read; the
-    body limit bounds every body as it is read; innermost, an exception no route expected is
-    answered as a 500 inside all of the above.
+    First the edge (middleware/edge.py): the request id, the refusal of a prediction request past
+    the worker's bound (before any other work), the metrics and access line, the security headers
+    and the 500 for an unexpected exception, for every answer including the guards' refusals
+    below it. CORS answers a browser's preflight before keys are asked for (a preflight never
+    carries them); keys are checked before a body is read; the body limit bounds every body as it
+    is read.
     """
-    stack = [
-        Middleware(AdmissionMiddleware, plane=plane),
-        Middleware(RequestIdMiddleware),
-        Middleware(AccessMiddleware, metrics=metrics),
-        Middleware(SecurityHeadersMiddleware),
-    ]
+    stack = [Middleware(EdgeMiddleware, plane=plane)]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         stack.append(
@@ -84,7 +71,6 @@ def middleware_stack(
     if keys:
         stack.append(Middleware(ApiKeyMiddleware, keys=keys))
     stack.append(Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes))
-    stack.append(Middleware(UnexpectedErrorMiddleware))
     return stack
 
 
@@ -153,6 +139,9 @@ def create_app(
             metrics.close()
 
     app = FastAPI(
+        # FastAPI's own OpenTelemetry instrumentation asks the global providers on every request
+        # whether it is on (a few us); the service's telemetry is its Prometheus metrics and logs.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="Model API",
         version=__version__,
         description=DESCRIPTION,
@@ -160,7 +149,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         default_response_class=JSONResponse,
-        middleware=middleware_stack(settings, metrics, keys, plane),
+        middleware=middleware_stack(settings, keys, plane),
     )
     app.state.dataplane = plane
     install_error_handlers(app)
@@ -172,7 +161,9 @@ def create_app(
         kserve_v1.router,
         v2.router,
     ):
-        app.include_router(router)
+        # Each route straight into the app's router: FastAPI 0.165's include_router keeps the
+        # router whole and matches every request through it, about 20 us a request (measured).
+        app.router.routes.extend(router.routes)
     install_docs(app)
     forget_openapi = install_openapi(app, plane, secured=bool(keys))
     return app

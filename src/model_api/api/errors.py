@@ -122,7 +122,7 @@ def message_of(error: ServingError) -> str:
 
 
 def request_id_of(scope: Scope) -> str | None:
-    """The request id the request-id middleware gave this request."""
+    """The request id the edge layer gave this request."""
     rid = scope.get("state", {}).get("request_id")
     return rid if isinstance(rid, str) else None
 
@@ -190,8 +190,8 @@ def unexpected_error() -> ServingError:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Route the errors raised inside the app (ours, FastAPI's validation, Starlette's 404/405)
-    through the one renderer. Exceptions nobody expected are caught by the errors middleware,
-    inside the request-id, access and security-header layers, so their 500 carries all three."""
+    through the one renderer. Exceptions nobody expected are caught by the edge layer and
+    rendered here too, so their 500 carries the request id and the security headers."""
 
     async def on_serving_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServingError)

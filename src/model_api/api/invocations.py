@@ -23,6 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from model_api.api.body import DataPlaneDep
 from model_api.api.errors import request_id_of
 from model_api.api.protocol import PREDICT_STATUSES, protocol_responses
+from model_api.api.route import DataPlaneRoute
 from model_api.dataplane import InferenceRequest
 from model_api.errors import BadRequest, MalformedJSON, UnsupportedMediaType
 from model_api.inputs import (
@@ -37,7 +38,7 @@ from model_api.inputs import (
     media_type as media_of,
 )
 
-router = APIRouter(tags=["mlflow scoring protocol"])
+router = APIRouter(tags=["mlflow scoring protocol"], route_class=DataPlaneRoute)
 
 
 class MlflowError(BaseModel):

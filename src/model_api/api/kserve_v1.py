@@ -15,12 +15,13 @@ from starlette.responses import Response
 from model_api.api.body import DataPlaneDep, read_json
 from model_api.api.errors import request_id_of
 from model_api.api.protocol import PREDICT_STATUSES, protocol_body, protocol_responses
+from model_api.api.route import DataPlaneRoute
 from model_api.dataplane import InferenceRequest
 from model_api.errors import BadRequest
 from model_api.responses import JSONResponse
 from model_api.rows import Instances
 
-router = APIRouter(prefix="/v1", tags=["inference protocol v1"])
+router = APIRouter(prefix="/v1", tags=["inference protocol v1"], route_class=DataPlaneRoute)
 
 
 def parse_v1(payload: Any) -> InferenceRequest:

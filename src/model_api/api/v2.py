@@ -16,11 +16,12 @@ from model_api.api import v2_codec, v2_metadata
 from model_api.api.body import DataPlaneDep, read_json
 from model_api.api.errors import request_id_of
 from model_api.api.protocol import PREDICT_STATUSES, protocol_body, protocol_responses
+from model_api.api.route import DataPlaneRoute
 from model_api.responses import JSONResponse
 
 SERVER_NAME = "model-api"
 
-router = APIRouter(prefix="/v2", tags=["inference protocol v2"])
+router = APIRouter(prefix="/v2", tags=["inference protocol v2"], route_class=DataPlaneRoute)
 
 
 @router.get("")

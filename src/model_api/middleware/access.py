@@ -1,96 +1,92 @@
-"""The metrics layer: HTTP metrics, requests in progress, errors by code, and one access log line.
+"""HTTP metrics, requests in progress, errors by code, and one access log line per request.
 
-It sits outside every guard (API keys, body limit, security headers), so a refusal there (401,
-413, 415) is counted in `http_requests_total` and `errors_total` like any other answer. HTTP
-request counts and latency are prometheus-fastapi-instrumentator's; this layer resolves the route
-template once and hands it to them, so a request is matched against the routes here and in the
-router, nowhere else.
+Recorded by the edge layer (`edge.py`), outside every guard (API keys, body limit), so a refusal
+there (401, 413, 415) and a refusal at admission (503) are counted in `http_requests_total` and
+`errors_total` like any other answer. The HTTP metrics keep prometheus-fastapi-instrumentator's
+names and labels (`metrics.py`); the route template of a path is resolved by the instrumentator's
+own `get_route_name` once per distinct path and remembered, so a request is matched against the
+routes here once in a while and in the router every time.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from typing import Any
 
-from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 from prometheus_fastapi_instrumentator.routing import get_route_name
-from starlette.requests import HTTPConnection, Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
-from model_api.logs import request_id_var
 from model_api.metrics import Metrics
 
 logger = logging.getLogger("model_api.access")
 
-UNMATCHED = "none"  # the instrumentator's handler label for a path no route matches
+UNMATCHED = "none"  # the handler label of a path no route matches (the instrumentator's)
+UNCOUNTED = frozenset({"/metrics"})  # scrapes are not requests to the service
+ROUTE_CACHE_SIZE = 1024
+"""Distinct paths whose route template is remembered; past it the memory starts over (paths with
+a model name in them are as many as clients care to invent)."""
 
 
-class AccessMiddleware(PrometheusInstrumentatorMiddleware):
+class AccessLog:
     """Counts and times each request by route template, method and status; keeps
     `http_requests_inprogress`; counts error answers by the code the error renderer left in the
-    request's scope state; logs method, route template, status, duration and request id once per
-    request. Bodies are never read. Sits inside the request-id middleware, which sets the id."""
+    request's scope state; logs method, route template, status, duration (ms) and request id once
+    per request (at debug level for refusals at admission). Bodies are never read."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        super().__init__(
-            app,
-            should_group_status_codes=False,
-            excluded_handlers=["/metrics"],
-            registry=metrics.registry,
-            instrumentations=metrics.http_instrumentations,
-        )
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._routes: dict[tuple[str, str], str] = {}
+        self._in_progress: dict[tuple[str, str], Any] = {}
+        self._answers: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        state = scope.setdefault("state", {})
-        rid = state.get("request_id")
-        token = request_id_var.set(rid)
-        method = scope["method"]
-        name = get_route_name(HTTPConnection(scope), should_include_root_path=False)
-        route = state["route"] = str(name) if name else UNMATCHED
-        status = 500
-        in_progress = self.metrics.in_progress.labels(route, method)
-        in_progress.inc()
+    def route_template(self, scope: Scope) -> str:
+        """The template of the route the path matches (`/v1/models/{name}:predict`), or "none"."""
+        key = (scope.get("root_path", ""), scope["path"])
+        route = self._routes.get(key)
+        if route is None:
+            name = get_route_name(HTTPConnection(scope), should_include_root_path=False)
+            route = str(name) if name else UNMATCHED
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[key] = route
+        return route
 
-        async def send_and_watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
+    def in_progress(self, route: str, method: str) -> Any:
+        """The `http_requests_inprogress` child of a route and method (labels are looked up once)."""
+        child = self._in_progress.get((route, method))
+        if child is None:
+            child = self._in_progress[(route, method)] = self.metrics.in_progress.labels(route, method)
+        return child
 
-        try:
-            await super().__call__(scope, receive, send_and_watch)
-        except Exception:
-            status = 500
-            state.setdefault("error_code", "internal_error")
-            raise
-        finally:
-            in_progress.dec()
-            code = state.get("error_code")
+    def record(self, state: dict[str, Any], method: str, status: int, seconds: float) -> None:
+        """Count and log one answered request; `state` is the scope's (route, request id, error code)."""
+        route = state["route"]
+        code = state.get("error_code")
+        if route not in UNCOUNTED:
+            children = self._answers.get((route, method, status))
+            if children is None:
+                labels = (route, method, str(status))
+                children = self._answers[(route, method, status)] = (
+                    self.metrics.http_requests.labels(*labels),
+                    self.metrics.http_latency.labels(*labels),
+                )
+            children[0].inc()
+            children[1].observe(seconds)
+        if code is not None:
+            self.metrics.count_error(str(code))
+        # A spike is answered by thousands of refusals a second: counted above, logged at debug
+        # only, so the log costs the refusal nothing and does not flood when the pod struggles.
+        level = logging.DEBUG if code == "overloaded" else logging.INFO
+        if logger.isEnabledFor(level):
+            duration_ms = seconds * 1000
+            extra = {
+                "request_id": state.get("request_id"),
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(duration_ms, 3),
+            }
             if code is not None:
-                self.metrics.count_error(str(code))
-            duration_ms = (time.perf_counter() - started) * 1000
-            # A spike is answered by thousands of refusals a second: counted above, logged at debug
-            # only, so the log costs the refusal nothing and does not flood when the pod struggles.
-            level = logging.DEBUG if code == "overloaded" else logging.INFO
-            if logger.isEnabledFor(level):
-                extra = {
-                    "request_id": rid,
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(duration_ms, 3),
-                }
-                if code is not None:
-                    extra["error_code"] = code
-                logger.log(level, "%s %s %d %.1fms", method, route, status, duration_ms, extra=extra)
-            request_id_var.reset(token)
-
-    def _get_handler(self, request: Request) -> tuple[str, bool]:
-        """The route template resolved once in `__call__`, as the instrumentator's handler label."""
-        route = request.scope["state"]["route"]
-        return (route, True) if route != UNMATCHED else (request.url.path, False)
+                extra["error_code"] = code
+            logger.log(level, "%s %s %d %.1fms", method, route, status, duration_ms, extra=extra)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -14,7 +14,8 @@ _IDS = random.Random()  # noqa: S311 - seeded from os.urandom; ids need not be s
 
 
 def request_id(scope: Scope) -> bytes:
-    """The client's X-Request-ID when it is sane, else a new id; kept in the scope's state."""
+    """The client's X-Request-ID when it is sane, else a new id; kept in the scope's state as
+    `request_id` (a str) for everything after the edge layer, which echoes it as X-Request-ID."""
     rid: bytes | None = None
     for key, value in scope["headers"]:
         if key == b"x-request-id":
@@ -26,24 +27,3 @@ def request_id(scope: Scope) -> bytes:
         rid = b"%032x" % _IDS.getrandbits(128)
     scope.setdefault("state", {})["request_id"] = rid.decode()
     return rid
-
-
-class RequestIdMiddleware:
-    """Puts the request id in request.state.request_id and echoes it as X-Request-ID."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = request_id(scope)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)

@@ -1,5 +1,7 @@
 """Security headers on every response: nosniff, frame denial, no referrer, a CSP, no caching of answers.
 
+The edge layer (`edge.py`) adds them to every answer, its own refusals and 500s included.
+
 Every answer is an API answer except the Swagger UI page and its assets: API answers get a CSP
 that allows nothing and `Cache-Control: no-store`; the /docs page gets a CSP that allows its own
 assets and exactly its own inline script (by hash), so it still renders offline.
@@ -11,7 +13,7 @@ import base64
 import hashlib
 import re
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from model_api.api.errors import route_path
 
@@ -23,8 +25,6 @@ _HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-resource-policy", b"same-origin"),
 )
-API_ANSWER_HEADERS = (*_HEADERS, (b"content-security-policy", API_CSP), (b"cache-control", b"no-store"))
-"""Every header this layer adds to an API answer (for a layer that answers before reaching it)."""
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 _CACHEABLE_PREFIX = "/docs-assets/"
 
@@ -42,30 +42,18 @@ def docs_csp(html: bytes) -> str:
     )
 
 
-class SecurityHeadersMiddleware:
-    """Adds nosniff, frame denial, no-referrer and a CSP to every response; no-store to API answers.
+def is_cacheable(scope: Scope) -> bool:
+    """Whether the answer may be cached: the docs' static assets only."""
+    return route_path(scope).startswith(_CACHEABLE_PREFIX)
 
-    A route that sets its own CSP (the docs page) keeps it."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        cacheable = route_path(scope).startswith(_CACHEABLE_PREFIX)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers += [h for h in _HEADERS if h[0] not in present]
-                if b"content-security-policy" not in present:
-                    headers.append((b"content-security-policy", API_CSP))
-                if not cacheable and b"cache-control" not in present:
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def with_security_headers(headers: list[tuple[bytes, bytes]], cacheable: bool) -> list[tuple[bytes, bytes]]:
+    """`headers` plus nosniff, frame denial, no-referrer, same-origin resources and the API's CSP,
+    and no-store unless `cacheable`; a header the answer set itself (the docs page's CSP) is kept."""
+    present = {name.lower() for name, _ in headers}
+    headers = headers + [h for h in _HEADERS if h[0] not in present]
+    if b"content-security-policy" not in present:
+        headers.append((b"content-security-policy", API_CSP))
+    if not cacheable and b"cache-control" not in present:
+        headers.append((b"cache-control", b"no-store"))
+    return headers
