@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ from model_api import demo
 from model_api.fastpath import ColumnSpec, build_fast_path
 from model_api.fastpath import preprocess as preprocess_module
 from model_api.fastpath import stacked as stacked_module
+from model_api.fastpath.build import by_batch_size
+from model_api.fastpath.trees import Evaluator
 from tests.unit.fastpath_support import CATEGORICAL, UNKNOWN, build, converter, recheck, table
 
 
@@ -35,7 +38,10 @@ def test_the_demo_pipeline_is_bit_exact() -> None:
     specs = [ColumnSpec(c, kinds.get(c, "string")) for c in frame.columns]
     fast, reason = build_fast_path(model, specs, converter(specs), n_random=200_000)
     assert fast is not None, reason
-    assert reason.startswith("scikit-learn Tree.apply: ColumnTransformer -> RandomForestClassifier")
+    # Tree.apply for large batches; a faster evaluator (timed at load) may answer small ones
+    assert re.match(
+        r"(\S.* up to \d+ rows, )?scikit-learn Tree.apply( above)?: ColumnTransformer -> ", reason
+    )
     columns = {c: frame[c].head(3).tolist() for c in frame.columns}
     labels, proba = fast.predict(columns, 3, True)
     assert proba is not None
@@ -182,3 +188,22 @@ def test_string_labels_come_back_as_the_model_gives_them() -> None:
     columns = {c: numeric[c].head(5).tolist() for c in numeric.columns}
     labels, _ = fast.predict(columns, 5, False)
     assert labels.dtype == object and labels.tolist() == model.predict(numeric.head(5)).tolist()
+
+
+def test_a_pair_of_evaluators_splits_batches_by_size() -> None:
+    """Small batches to one evaluator, larger ones to the other: each row is answered whole by one
+    of two evaluators that were both checked exact, so its batch never changes its answer."""
+    seen: list[tuple[str, int]] = []
+
+    def evaluator(name: str) -> Evaluator:
+        def run(X: np.ndarray, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+            seen.append((name, X.shape[0]))
+            return np.zeros(X.shape[0]), None
+
+        return Evaluator(name, run, False, True, {0: np.array([0.5])}, 3)
+
+    pair = by_batch_size(evaluator("small"), 16, evaluator("large"))
+    for n in (1, 16, 17, 300):
+        pair.run(np.zeros((n, 2)), False)
+    assert seen == [("small", 1), ("small", 16), ("large", 17), ("large", 300)]
+    assert pair.name == "small up to 16 rows, large above" and pair.n_trees == 3 and pair.float32
