@@ -150,7 +150,7 @@ class Admission:
         metrics.in_flight.dec()
         if isinstance(exc, (Expired, ClientDisconnected)):
             if self.ticket is None or not self.ticket.started:
-                metrics.shed.labels("expired" if isinstance(exc, Expired) else "disconnected").inc()
+                metrics.shed_by_reason["expired" if isinstance(exc, Expired) else "disconnected"].inc()
             return
         labels = self.predictor.name, self.predictor.version or ""
         if exc is None:
@@ -266,7 +266,7 @@ class DataPlane:
 
     def refuse(self) -> Overloaded:
         """The refusal of a request past the bound, counted in `requests_shed_total{reason="overloaded"}`."""
-        self.metrics.shed.labels("overloaded").inc()
+        self.metrics.shed_by_reason["overloaded"].inc()
         return Overloaded(f"this worker is at capacity ({self.in_flight} requests in flight); retry shortly")
 
     async def infer(self, admission: Admission, request: InferenceRequest) -> InferenceResult:

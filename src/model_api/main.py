@@ -153,17 +153,17 @@ def create_app(
     )
     app.state.dataplane = plane
     install_error_handlers(app)
-    for router in (
-        service.router,
-        predict.router,
-        invocations.router,
-        admin.router,
-        kserve_v1.router,
-        v2.router,
-    ):
-        # Each route straight into the app's router: FastAPI 0.165's include_router keeps the
-        # router whole and matches every request through it, about 20 us a request (measured).
-        app.router.routes.extend(router.routes)
+    # Each route straight into the app's router: FastAPI 0.165's include_router keeps the router
+    # whole and matches every request through it, about 20 us a request (measured). The
+    # prediction routes first, ahead of FastAPI's own /openapi.json: the router tries the routes
+    # in order, and no two of these match the same path.
+    routes = app.router.routes
+    served = [
+        r
+        for router in (predict.router, invocations.router, kserve_v1.router, v2.router)
+        for r in router.routes
+    ]
+    app.router.routes = [*served, *routes, *service.router.routes, *admin.router.routes]
     install_docs(app)
     forget_openapi = install_openapi(app, plane, secured=bool(keys))
     return app

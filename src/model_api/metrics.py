@@ -141,6 +141,7 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=self.registry,
         )
+        self._errors_by_code: dict[str, Counter] = {}
         self.errors = Counter(
             "errors",
             "Error answers, by the error code of the JSON body (invalid_input, model_not_ready, ...).",
@@ -161,8 +162,8 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        for reason in SHED_REASONS:
-            self.shed.labels(reason)
+        self.shed_by_reason = {reason: self.shed.labels(reason) for reason in SHED_REASONS}
+        """The `requests_shed_total` child of each reason (a refusal must cost as little as it can)."""
         self.in_flight = Gauge(
             "requests_in_flight",
             "Prediction requests admitted and not yet answered (summed over workers).",
@@ -235,7 +236,10 @@ class Metrics:
         self.queue_wait.labels(*labels).observe(queue_wait_s)
 
     def count_error(self, code: str) -> None:
-        self.errors.labels(code).inc()
+        child = self._errors_by_code.get(code)
+        if child is None:  # error codes are the service's own: a few dozen at most
+            child = self._errors_by_code[code] = self.errors.labels(code)
+        child.inc()
 
     def render(self) -> bytes:
         """The Prometheus text of this process, or of every worker in multiprocess mode."""
