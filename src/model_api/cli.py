@@ -54,6 +54,8 @@ def _serve(args: argparse.Namespace) -> int:
         "access_log": False,  # the access middleware logs each request once, with its request id
         "timeout_graceful_shutdown": settings.shutdown_timeout_s,
         "server_header": False,  # no "Server: uvicorn" for a scanner to match versions against
+        # uvicorn's httptools protocol, one write per connection and loop iteration (http_protocol.py)
+        "http": "model_api.http_protocol:CoalescingHttpToolsProtocol",
     }
     if settings.workers == 1:
         uvicorn.run("model_api.main:create_app", **options)

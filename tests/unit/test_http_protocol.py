@@ -1,0 +1,89 @@
+"""The coalescing HTTP protocol: a connection's writes in one loop step go out as one, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+import uvicorn
+
+from model_api.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from tests.support import free_port, wait_until
+
+
+class Recording:
+    """The parts of an asyncio transport CoalescingTransport calls."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info {name}"
+
+
+def test_writes_in_one_loop_step_are_sent_once_and_close_sends_first() -> None:
+    async def scenario() -> tuple[list[bytes], list[bytes], bool, str]:
+        real = Recording()
+        transport = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(b"body")
+        during = list(real.writes)  # nothing sent before the loop's next step
+        await asyncio.sleep(0)
+        transport.write(b"last")
+        transport.close()  # closing sends what is gathered first
+        transport.write(b"after")
+        await asyncio.sleep(0)
+        return during, real.writes, real.closed, transport.get_extra_info("peername")
+
+    during, writes, closed, info = asyncio.run(scenario())
+    assert during == []
+    assert writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"last"], "nothing is written once closing"
+    assert closed and info == "info peername"
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await receive()
+    path = scope["path"].encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"8")]})
+    await send({"type": "http.response.body", "body": path[:4].ljust(4, b"-"), "more_body": True})
+    await send({"type": "http.response.body", "body": b"!end"})
+
+
+def test_a_real_server_answers_pipelined_and_closing_requests_whole_and_in_order() -> None:
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=CoalescingHttpToolsProtocol, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), 30, "the server to start")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(
+                b"GET /aaaa HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /bbbb HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /cccc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            received = b""
+            while chunk := conn.recv(65536):  # the server closes after the third answer
+                received += chunk
+        bodies = [part.split(b"\r\n\r\n", 1)[1][:8] for part in received.split(b"HTTP/1.1 ")[1:]]
+        assert bodies == [b"/aaa!end", b"/bbb!end", b"/ccc!end"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
