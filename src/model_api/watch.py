@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from model_api.contract import Batch
 from model_api.errors import ServingError
-from model_api.inference_log import InferenceLog, InferenceRecord, build_inference_log
+from model_api.inference_log import InferenceLog, InferenceRecord, build_inference_log, utc_time
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.profile import Profile, build_profile, observe
@@ -89,6 +89,8 @@ class ModelWatch:
 
     def __init__(self, predictor: Predictor, metrics: PredictionMetrics, profile: Profile | None) -> None:
         labels = predictor.name, predictor.version or ""
+        self.predictor = weakref.ref(predictor)
+        """The model watched (weakly: a model rolled out must not live on in its watch)."""
         self.profile = profile
         classes = predictor.classes
         self.is_classifier = bool(classes)
@@ -168,6 +170,8 @@ class Watch:
         self.artifact = artifact
         self.metrics = PredictionMetrics(registry)
         self._models: weakref.WeakKeyDictionary[Predictor, ModelWatch] = weakref.WeakKeyDictionary()
+        self._model: ModelWatch | None = None
+        """The last model looked up: the served one, found without a weak reference a request."""
 
     def served(self, predictor: Predictor) -> None:
         """A model is served from now on: build its profile (off the request path)."""
@@ -176,7 +180,7 @@ class Watch:
         except Exception as exc:  # a profile is an aid: never a reason not to serve
             logger.warning("no reference profile for the feature metrics: %s", type(exc).__name__)
             profile = None
-        self._models[predictor] = ModelWatch(predictor, self.metrics, profile)
+        self._models[predictor] = self._model = ModelWatch(predictor, self.metrics, profile)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Write what the inference log holds (within `timeout_s`) and stop the shadow. Blocking."""
@@ -186,12 +190,20 @@ class Watch:
             self.shadow.close(timeout_s)
 
     def answered(self, admission: Admission, exc: BaseException | None) -> None:
-        """One request left the data plane, answered (`exc` None) or with an error. Never raises."""
+        """One request left the data plane, answered (`exc` None) or with an error. Never raises.
+
+        On the request path: the metrics (a few counter children, looked up once a model), one
+        append to the shadow's queue and one to the inference log's, of the few values the record
+        is built from later, in the log's writer thread. Not the admission nor the exception: the
+        log holds what it is offered for a linger, and those two reach the whole request (its
+        scope, connection, frames), which the garbage collector would then walk again and again."""
         predictor = admission.predictor
         prediction = admission.prediction
         if exc is None and prediction is not None:
             batch = admission.batch
-            model = self._models.get(predictor)
+            model = self._model
+            if model is None or model.predictor() is not predictor:
+                model = self._model = self._models.get(predictor)
             if model is not None and isinstance(batch, Batch):
                 try:
                     model.observe(batch, prediction)
@@ -201,7 +213,18 @@ class Watch:
                 self.shadow.offer(predictor, admission.request, prediction)
         if self.log is not None:
             latency_ms = (time.perf_counter() - admission.started) * 1000
-            self.log.offer(lambda: make_record(admission, exc, latency_ms))
+            status, outputs = answer_of(admission.answer, exc)
+            self.log.offer(
+                build_record,
+                admission.request_id,
+                predictor,
+                admission.route,
+                admission.payload,
+                outputs,
+                status,
+                latency_ms,
+                time.time(),
+            )
 
 
 def build_watch(settings: Settings, metrics: Metrics) -> Watch:
@@ -223,24 +246,56 @@ def build_watch(settings: Settings, metrics: Metrics) -> Watch:
     return Watch(metrics.registry, log=log, shadow=shadow, artifact=artifact)
 
 
-def make_record(admission: Admission, exc: BaseException | None, latency_ms: float) -> InferenceRecord:
-    """The inference record of one request (called for a sampled one only)."""
-    predictor = admission.predictor
+def make_record(
+    admission: Admission, exc: BaseException | None, latency_ms: float, answered_at: float | None = None
+) -> InferenceRecord:
+    """The inference record of one request; `answered_at` is when it was answered, in
+    `time.time()` seconds (now when None)."""
+    status, outputs = answer_of(admission.answer, exc)
+    return build_record(
+        admission.request_id,
+        admission.predictor,
+        admission.route,
+        admission.payload,
+        outputs,
+        status,
+        latency_ms,
+        time.time() if answered_at is None else answered_at,
+    )
+
+
+def answer_of(answer: Any, exc: BaseException | None) -> tuple[int, Any]:
+    """(status code, outputs) of a request that left with `answer` (what its route rendered) or
+    `exc`: a ServingError's code and message (written for clients), any other error's code only."""
     if exc is None:
-        status, outputs = 200, admission.answer
-    elif isinstance(exc, ServingError):
-        status, outputs = exc.status_code, {"error": {"code": exc.code, "message": str(exc)}}
-    else:
-        status, outputs = 500, {"error": {"code": "internal_error"}}
+        return 200, answer
+    if isinstance(exc, ServingError):
+        return exc.status_code, {"error": {"code": exc.code, "message": str(exc)}}
+    return 500, {"error": {"code": "internal_error"}}
+
+
+def build_record(
+    request_id: str | None,
+    predictor: Predictor,
+    route: str,
+    payload: Any,
+    outputs: Any,
+    status: int,
+    latency_ms: float,
+    answered_at: float,
+) -> InferenceRecord:
+    """The inference record of one request from what `Watch.answered` offers the log (called for
+    a sampled request only, in the log's writer thread: parsing bytes bodies happens there)."""
     return InferenceRecord(
-        request_id=admission.request_id or "",
+        request_id=request_id or "",
         model_name=predictor.name,
         model_version=predictor.version or "",
-        route=admission.route,
-        inputs=jsonable_body(admission.payload),
+        route=route,
+        inputs=jsonable_body(payload),
         outputs=jsonable_body(outputs),
         latency_ms=round(latency_ms, 3),
         status_code=status,
+        time=utc_time(answered_at),
     )
 
 

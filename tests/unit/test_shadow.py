@@ -93,7 +93,7 @@ def test_a_busy_shadow_drops_and_counts_and_a_failing_one_counts(
     answer = Prediction([0] * len(example_rows))
     try:
         shadow.offer(predictor, InferenceRequest(Records(example_rows, "instances")), answer)
-        assert shadow._queue.empty() and count(shadow, "dropped", version) == 0  # no challenger yet
+        assert not shadow._pending and count(shadow, "dropped", version) == 0  # no challenger yet
         shadow.serve(predictor)
         gate = threading.Event()
         held = HeldInputs(example_rows, gate, fail=True)
