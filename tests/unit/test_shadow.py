@@ -1,5 +1,5 @@
-"""shadow.py: comparing two answers, and a shadow that drops (and counts) what its busy thread
-cannot take, counts a failing challenger, and never raises into the request that offers."""
+"""shadow.py: a shadow that drops (and counts) what its busy thread cannot take, rests on its
+budget, counts a failing challenger, and never raises into the request that offers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 
 from model_api.dataplane import InferenceRequest
@@ -18,23 +17,9 @@ from model_api.predictor import Prediction, Predictor
 from model_api.registry import LoadedModel
 from model_api.rows import Records
 from model_api.settings import Settings
-from model_api.shadow import Shadow, agreement, probability_difference, rest_s, shadow_settings
+from model_api.shadow import Shadow, rest_s, shadow_settings
 from model_api.signature import model_spec
 from tests.support import wait_until
-
-
-def test_agreement_row_by_row_or_as_a_whole() -> None:
-    assert agreement([0, 1, 1, 0], [0, 1, 0, 0]) == (3, 4)
-    assert agreement([0, 1], [0]) == (0, 1)  # not comparable row by row: one answer, different
-    assert agreement({"a": [1]}, {"a": [1]}) == (1, 1)
-
-
-def test_probability_difference_over_the_classes_both_know() -> None:
-    first = np.array([[0.9, 0.1], [0.4, 0.6]])
-    second = np.array([[0.2, 0.7, 0.1], [0.6, 0.0, 0.4]])  # classes in another order, one more
-    difference = probability_difference(first, [0, 1], second, [1, 2, 0])
-    assert difference.tolist() == pytest.approx([(abs(0.9 - 0.1) + abs(0.1 - 0.2)) / 2, (0.0 + 0.0) / 2])
-    assert probability_difference(first, ["a", "b"], second, [0, 1, 2]).size == 0
 
 
 def test_the_challenger_is_loaded_alone_and_may_change_its_contract() -> None:
