@@ -137,15 +137,16 @@ class Shadow:
 
     def serve(self, predictor: Predictor) -> None:
         """Score with `predictor` from now on (the first load and every rollout of the challenger)."""
+        loaded = predictor.loaded
+        # Before the predictor: `offer` counts drops on this child once it sees a predictor.
+        self._dropped = self._requests.labels(loaded.version or "", "dropped")
         self.predictor = predictor  # the rollout drains and closes the one before
         self.error = None
-        loaded = predictor.loaded
         labels = loaded.name, loaded.version or "", loaded.ref.alias or ""
         if self._served is not None and self._served != labels:
             self._info.labels(*self._served).set(0)
         self._served = labels
         self._info.labels(*labels).set(1)
-        self._dropped = self._requests.labels(loaded.version or "", "dropped")
 
     def offer(self, champion: Predictor, request: Any, prediction: Prediction) -> None:
         """Queue one answered request for the challenger if the sample takes it and the queue has

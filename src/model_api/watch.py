@@ -211,10 +211,10 @@ class Watch:
                     logger.warning("prediction metrics failed: %s", type(error).__name__)
             if self.shadow is not None and admission.request is not None:
                 self.shadow.offer(predictor, admission.request, prediction)
-        if self.log is not None:
+        if self.log is not None and self.log.takes():
             latency_ms = (time.perf_counter() - admission.started) * 1000
             status, outputs = answer_of(admission.answer, exc)
-            self.log.offer(
+            self.log.put(
                 build_record,
                 admission.request_id,
                 predictor,

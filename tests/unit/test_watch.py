@@ -206,3 +206,17 @@ def test_the_log_is_handed_the_records_values_not_the_request(predictor: Predict
     assert line["inputs"] == {"instances": [{"age": 30}]}
     assert line["outputs"] == {"error": {"code": "invalid_input", "message": "the rows break the contract"}}
     assert utc_time(before) <= line["time"] <= utc_time(after)
+
+
+def test_a_request_the_sample_skips_leaves_nothing_in_the_log(predictor: Predictor, tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    path = tmp_path / "inference.jsonl"
+    log = InferenceLog(JsonLinesSink(path), registry, sample_rate=0.0)
+    watch = Watch(registry, log=log)
+    admission = Admission(DataPlane(Settings(), Metrics()), predictor, None, 30.0, route="/predict")
+    admission.payload = {"instances": [{"age": 30}]}
+    watch.answered(admission, None)
+    assert not log._pending
+    watch.close(10)
+    assert path.read_text() == ""
+    assert registry.get_sample_value("inference_log_records_total", {"outcome": "dropped"}) == 0

@@ -104,8 +104,16 @@ class InferenceLog:
 
         `make_record(*args)` is called later, in the writer thread, and only for a sampled request:
         `args` must not change after the offer (an answered request's objects do not)."""
-        if self.sample_rate < 1.0 and self._random() >= self.sample_rate:
-            return
+        if self.takes():
+            self.put(make_record, *args)
+
+    def takes(self) -> bool:
+        """Whether the sample takes the next request (one random draw below a 100% sample): ask
+        before gathering what `put` needs, so a request the sample skips costs nothing more."""
+        return self.sample_rate >= 1.0 or self._random() < self.sample_rate
+
+    def put(self, make_record: Callable[..., InferenceRecord], *args: Any) -> None:
+        """`offer` without the sample: queue the builder and its arguments, or count a drop."""
         if len(self._pending) >= self.queue_size or self._closing.is_set():
             self._dropped.inc()
             return
