@@ -10,8 +10,8 @@ plane. From there:
 - feature metrics: `feature_values_flagged_total` by feature and kind (missing, unknown,
   out_of_range) against the model's reference profile (`profile.py`), computed when the model is
   served from MODEL_API_REFERENCE_PROFILE or else the input example;
-- an inference log record (`inference_log/`), built only for a sampled request, written by the
-  log's own thread;
+- an inference log record (`inference_log/`), for a sampled request only, built and written by
+  the log's own thread from the few values the request path hands it;
 - a shadow challenger's sample (`shadow.py`), scored in the shadow's own thread.
 
 Prediction and feature metrics are computed on the contract path only, where the rows are checked
