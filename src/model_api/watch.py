@@ -11,7 +11,7 @@ plane. From there:
   out_of_range) against the model's reference profile (`profile.py`), computed when the model is
   served from MODEL_API_REFERENCE_PROFILE or else the input example;
 - an inference log record (`inference_log/`), for a sampled request only, built and written by
-  the log's own thread from the few values the request path hands it;
+  the log's own thread from the few values the request path hands it (`inference_record.py`);
 - a shadow challenger's sample (`shadow.py`), scored in the shadow's own thread.
 
 Prediction and feature metrics are computed on the contract path only, where the rows are checked
@@ -27,13 +27,12 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from model_api.contract import Batch
-from model_api.errors import ServingError
-from model_api.inference_log import InferenceLog, InferenceRecord, build_inference_log, utc_time
+from model_api.inference_log import InferenceLog, build_inference_log
+from model_api.inference_record import answer_of, build_record
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.profile import Profile, build_profile, observe
@@ -244,75 +243,3 @@ def build_watch(settings: Settings, metrics: Metrics) -> Watch:
 
         shadow = Shadow(settings, metrics)
     return Watch(metrics.registry, log=log, shadow=shadow, artifact=artifact)
-
-
-def make_record(
-    admission: Admission, exc: BaseException | None, latency_ms: float, answered_at: float | None = None
-) -> InferenceRecord:
-    """The inference record of one request; `answered_at` is when it was answered, in
-    `time.time()` seconds (now when None)."""
-    status, outputs = answer_of(admission.answer, exc)
-    return build_record(
-        admission.request_id,
-        admission.predictor,
-        admission.route,
-        admission.payload,
-        outputs,
-        status,
-        latency_ms,
-        time.time() if answered_at is None else answered_at,
-    )
-
-
-def answer_of(answer: Any, exc: BaseException | None) -> tuple[int, Any]:
-    """(status code, outputs) of a request that left with `answer` (what its route rendered) or
-    `exc`: a ServingError's code and message (written for clients), any other error's code only."""
-    if exc is None:
-        return 200, answer
-    if isinstance(exc, ServingError):
-        return exc.status_code, {"error": {"code": exc.code, "message": str(exc)}}
-    return 500, {"error": {"code": "internal_error"}}
-
-
-def build_record(
-    request_id: str | None,
-    predictor: Predictor,
-    route: str,
-    payload: Any,
-    outputs: Any,
-    status: int,
-    latency_ms: float,
-    answered_at: float,
-) -> InferenceRecord:
-    """The inference record of one request from what `Watch.answered` offers the log (called for
-    a sampled request only, in the log's writer thread: parsing bytes bodies happens there)."""
-    return InferenceRecord(
-        request_id=request_id or "",
-        model_name=predictor.name,
-        model_version=predictor.version or "",
-        route=route,
-        inputs=jsonable_body(payload),
-        outputs=jsonable_body(outputs),
-        latency_ms=round(latency_ms, 3),
-        status_code=status,
-        time=utc_time(answered_at),
-    )
-
-
-def jsonable_body(value: Any) -> Any:
-    """A body as the record keeps it: JSON bytes (a JSON body, a rendered answer) parsed, so the
-    field mask can find named fields in them; other bytes as text (CSV) or, when not text
-    (Parquet), their size; values as they are."""
-    if isinstance(value, bytes | bytearray):
-        data = bytes(value)
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-        try:
-            return data.decode()
-        except UnicodeDecodeError:
-            return {"bytes": len(data)}
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value

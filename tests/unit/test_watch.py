@@ -18,6 +18,7 @@ from model_api.contract import Batch
 from model_api.dataplane import Admission, DataPlane
 from model_api.errors import InvalidInput
 from model_api.inference_log import InferenceLog, JsonLinesSink, utc_time
+from model_api.inference_record import jsonable_body, make_record
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.profile import Profile
@@ -29,8 +30,6 @@ from model_api.watch import (
     PredictionMetrics,
     Watch,
     build_watch,
-    jsonable_body,
-    make_record,
     reference_profile,
 )
 
