@@ -28,12 +28,12 @@ the first's gauges in multiprocess mode).
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import logging
-import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,7 +41,7 @@ import anyio.to_thread
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from model_api.contract import Batch
+from model_api.comparison import agreement, predict_each, probability_difference
 from model_api.inputs import ModelInput
 from model_api.metrics import LATENCY_BUCKETS, Metrics
 from model_api.predictor import Prediction, Predictor
@@ -51,6 +51,9 @@ from model_api.settings import Settings
 logger = logging.getLogger(__name__)
 
 DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+
+IDLE_WAIT_S = 1.0
+"""How long the idle shadow thread sleeps before it looks again (an offer wakes it sooner)."""
 
 Job = tuple[Predictor, Any, Prediction]
 """The champion that answered, the request (dataplane.InferenceRequest), and its answer."""
@@ -81,7 +84,6 @@ class Shadow:
         self.sample_rate = settings.shadow_sample_rate
         self.max_rows = settings.max_rows
         self.budget = settings.shadow_budget
-        self.batch_size = settings.shadow_queue_size
         self._stop = threading.Event()
         self.predictor: Predictor | None = None
         self.metrics = metrics
@@ -89,7 +91,11 @@ class Shadow:
         self.error: str | None = None
         """Why the challenger is not loaded, when it is not."""
         self._random = (rng or random.Random()).random  # noqa: S311 - sampling, not security
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=settings.shadow_queue_size)
+        self.queue_size = settings.shadow_queue_size
+        self._pending: deque[Job] = deque()
+        self._idle = False
+        """Set by the shadow thread while it sleeps on an empty queue: the next offer wakes it."""
+        self._wake = threading.Event()
         versions = ["model_name", "champion_version", "challenger_version"]
         self._rows = Counter(
             "shadow_rows",
@@ -131,58 +137,59 @@ class Shadow:
 
     def serve(self, predictor: Predictor) -> None:
         """Score with `predictor` from now on (the first load and every rollout of the challenger)."""
+        loaded = predictor.loaded
+        # Before the predictor: `offer` counts drops on this child once it sees a predictor.
+        self._dropped = self._requests.labels(loaded.version or "", "dropped")
         self.predictor = predictor  # the rollout drains and closes the one before
         self.error = None
-        loaded = predictor.loaded
         labels = loaded.name, loaded.version or "", loaded.ref.alias or ""
         if self._served is not None and self._served != labels:
             self._info.labels(*self._served).set(0)
         self._served = labels
         self._info.labels(*labels).set(1)
-        self._dropped = self._requests.labels(loaded.version or "", "dropped")
 
     def offer(self, champion: Predictor, request: Any, prediction: Prediction) -> None:
-        """Queue one answered request for the challenger if the sample takes it; never blocks."""
+        """Queue one answered request for the challenger if the sample takes it and the queue has
+        room (else it is counted as dropped); never blocks, never raises. On the request path: a
+        length check and one append (no lock, no exception for a full queue)."""
         if self.predictor is None or (self.sample_rate < 1.0 and self._random() >= self.sample_rate):
             return
-        try:
-            self._queue.put_nowait((champion, request, prediction))
-        except queue.Full:
+        if len(self._pending) >= self.queue_size or self._stop.is_set():
             self._dropped.inc()
+            return
+        self._pending.append((champion, request, prediction))
+        if self._idle:  # the thread sleeps on an empty queue: one wake-up, not one an offer
+            self._idle = False
+            self._wake.set()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the shadow thread (queued requests are not scored) and the challenger."""
         self._stop.set()
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+        self._wake.set()
+        self._pending.clear()
         self._thread.join(timeout_s)
         if self.predictor is not None:
             self.predictor.close()
 
     def _run(self) -> None:
-        budget = self.budget
-        while (job := self._queue.get()) is not None:
-            jobs = [job]
-            while len(jobs) < self.batch_size:  # what waited meanwhile, scored in one model call
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    return
-                jobs.append(more)
+        pending, stop = self._pending, self._stop
+        while not stop.is_set():
+            if not pending:
+                self._wake.clear()
+                self._idle = True
+                if not pending:  # checked again after saying so: an offer in between saw _idle
+                    self._wake.wait(IDLE_WAIT_S)
+                self._idle = False
+                continue
+            # What waited meanwhile (at most the queue's size), scored together in one model call.
+            jobs = take(pending)
             started = time.perf_counter()
             try:
                 self.score(jobs)
             except Exception:  # the shadow thread must outlive any surprise
                 logger.exception("the shadow challenger's comparison failed")
-            # The budget: rest so that scoring takes at most `budget` of this thread's time.
-            if self._stop.wait((time.perf_counter() - started) * (1 - budget) / budget):
+            del jobs  # not held while resting
+            if stop.wait(rest_s(time.perf_counter() - started, self.budget)):
                 return
 
     def score(self, jobs: Sequence[Job]) -> None:
@@ -255,20 +262,6 @@ class Shadow:
         return found
 
 
-def predict_each(predictor: Predictor, inputs: Sequence[ModelInput], probabilities: bool) -> list[Prediction]:
-    """One prediction per input: in one model call where the predictor's rows are exact merged
-    (contract-path trees), else one call each. Raises what `predict_sync` raises."""
-    if len(inputs) > 1 and predictor.merges_rows and all(isinstance(i, Batch) for i in inputs):
-        batches = [i for i in inputs if isinstance(i, Batch)]
-        merged = predictor.predict_sync(Batch.concat(batches), probabilities)
-        answers, start = [], 0
-        for batch in batches:
-            answers.append(merged.slice(start, start + batch.n_rows))
-            start += batch.n_rows
-        return answers
-    return [predictor.predict_sync(i, probabilities) for i in inputs]
-
-
 async def follow(shadow: Shadow) -> Rollout | None:
     """Load the challenger (in a worker thread) and follow its reference like the served model's;
     the rollout to close at shutdown, or None when the challenger could not be loaded (logged, and
@@ -282,28 +275,37 @@ async def follow(shadow: Shadow) -> Rollout | None:
         logger.error("the shadow challenger %s could not be loaded: %s", shadow.settings.model_uri, exc)
         return None
     shadow.serve(predictor)
+    # Loaded after the app froze what the served model's load left (main.py's gc.freeze): freeze
+    # the challenger too, or every full garbage collection walks its objects again (it tripled
+    # their cost, a few microseconds a request). Before the first request: nothing of one is frozen.
+    await anyio.to_thread.run_sync(freeze_garbage)
     rollout = Rollout(shadow, shadow.settings, on_swap=lambda: None)
     rollout.start()
     return rollout
 
 
-def agreement(champion: Any, challenger: Any) -> tuple[int, int]:
-    """(equal, compared): row by row for two lists of one label a row of the same length; else
-    the two answers as a whole count as one row."""
-    if isinstance(champion, list) and isinstance(challenger, list) and len(champion) == len(challenger):
-        return sum(1 for a, b in zip(champion, challenger, strict=True) if a == b), len(champion)
-    return int(champion == challenger), 1
+def freeze_garbage() -> None:
+    """Collect, then move every object alive into the collector's permanent generation."""
+    gc.collect()
+    gc.freeze()
 
 
-def probability_difference(
-    first: np.ndarray, first_classes: list[Any], second: np.ndarray, second_classes: list[Any]
-) -> np.ndarray:
-    """Per row, the mean absolute difference of two probability arrays [rows, classes] over the
-    classes both models know (an empty array when they share none or the rows differ)."""
-    common = [c for c in first_classes if c in second_classes]
-    if not common or first.shape[0] != second.shape[0]:
-        return np.empty(0)
-    a = first[:, [first_classes.index(c) for c in common]]
-    b = second[:, [second_classes.index(c) for c in common]]
-    difference: np.ndarray = np.abs(a - b).mean(axis=1)
-    return difference
+def take(pending: deque[Job]) -> list[Job]:
+    """What `pending` holds now, taken off it (close() may clear it meanwhile: that ends the take)."""
+    jobs = []
+    for _ in range(len(pending)):
+        try:
+            jobs.append(pending.popleft())
+        except IndexError:
+            break
+    return jobs
+
+
+def rest_s(spent_s: float, budget: float) -> float:
+    """How long the shadow thread rests after `spent_s` seconds of scoring so that scoring takes
+    at most `budget` (0 < budget <= 1) of its wall time: spent / (spent + rest) = budget.
+
+    Wall time, not the thread's CPU time: on a busy core the thread also waits for the GIL while
+    it scores, and that wait is time the event loop ran, so the share of the core the challenger
+    takes from the requests is at most `budget`, whatever the load."""
+    return max(0.0, spent_s) * (1.0 - budget) / budget

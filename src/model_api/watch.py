@@ -10,8 +10,8 @@ plane. From there:
 - feature metrics: `feature_values_flagged_total` by feature and kind (missing, unknown,
   out_of_range) against the model's reference profile (`profile.py`), computed when the model is
   served from MODEL_API_REFERENCE_PROFILE or else the input example;
-- an inference log record (`inference_log/`), built only for a sampled request, written by the
-  log's own thread;
+- an inference log record (`inference_log/`), for a sampled request only, built and written by
+  the log's own thread from the few values the request path hands it (`inference_record.py`);
 - a shadow challenger's sample (`shadow.py`), scored in the shadow's own thread.
 
 Prediction and feature metrics are computed on the contract path only, where the rows are checked
@@ -27,13 +27,12 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from model_api.contract import Batch
-from model_api.errors import ServingError
-from model_api.inference_log import InferenceLog, InferenceRecord, build_inference_log
+from model_api.inference_log import InferenceLog, build_inference_log
+from model_api.inference_record import answer_of, build_record
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.profile import Profile, build_profile, observe
@@ -89,6 +88,8 @@ class ModelWatch:
 
     def __init__(self, predictor: Predictor, metrics: PredictionMetrics, profile: Profile | None) -> None:
         labels = predictor.name, predictor.version or ""
+        self.predictor = weakref.ref(predictor)
+        """The model watched (weakly: a model rolled out must not live on in its watch)."""
         self.profile = profile
         classes = predictor.classes
         self.is_classifier = bool(classes)
@@ -168,6 +169,8 @@ class Watch:
         self.artifact = artifact
         self.metrics = PredictionMetrics(registry)
         self._models: weakref.WeakKeyDictionary[Predictor, ModelWatch] = weakref.WeakKeyDictionary()
+        self._model: ModelWatch | None = None
+        """The last model looked up: the served one, found without a weak reference a request."""
 
     def served(self, predictor: Predictor) -> None:
         """A model is served from now on: build its profile (off the request path)."""
@@ -176,7 +179,7 @@ class Watch:
         except Exception as exc:  # a profile is an aid: never a reason not to serve
             logger.warning("no reference profile for the feature metrics: %s", type(exc).__name__)
             profile = None
-        self._models[predictor] = ModelWatch(predictor, self.metrics, profile)
+        self._models[predictor] = self._model = ModelWatch(predictor, self.metrics, profile)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Write what the inference log holds (within `timeout_s`) and stop the shadow. Blocking."""
@@ -186,12 +189,20 @@ class Watch:
             self.shadow.close(timeout_s)
 
     def answered(self, admission: Admission, exc: BaseException | None) -> None:
-        """One request left the data plane, answered (`exc` None) or with an error. Never raises."""
+        """One request left the data plane, answered (`exc` None) or with an error. Never raises.
+
+        On the request path: the metrics (a few counter children, looked up once a model), one
+        append to the shadow's queue and one to the inference log's, of the few values the record
+        is built from later, in the log's writer thread. Not the admission nor the exception: the
+        log holds what it is offered for a linger, and those two reach the whole request (its
+        scope, connection, frames), which the garbage collector would then walk again and again."""
         predictor = admission.predictor
         prediction = admission.prediction
         if exc is None and prediction is not None:
             batch = admission.batch
-            model = self._models.get(predictor)
+            model = self._model
+            if model is None or model.predictor() is not predictor:
+                model = self._model = self._models.get(predictor)
             if model is not None and isinstance(batch, Batch):
                 try:
                     model.observe(batch, prediction)
@@ -199,9 +210,20 @@ class Watch:
                     logger.warning("prediction metrics failed: %s", type(error).__name__)
             if self.shadow is not None and admission.request is not None:
                 self.shadow.offer(predictor, admission.request, prediction)
-        if self.log is not None:
+        if self.log is not None and self.log.takes():
             latency_ms = (time.perf_counter() - admission.started) * 1000
-            self.log.offer(lambda: make_record(admission, exc, latency_ms))
+            status, outputs = answer_of(admission.answer, exc)
+            self.log.put(
+                build_record,
+                admission.request_id,
+                predictor,
+                admission.route,
+                admission.payload,
+                outputs,
+                status,
+                latency_ms,
+                time.time(),
+            )
 
 
 def build_watch(settings: Settings, metrics: Metrics) -> Watch:
@@ -221,43 +243,3 @@ def build_watch(settings: Settings, metrics: Metrics) -> Watch:
 
         shadow = Shadow(settings, metrics)
     return Watch(metrics.registry, log=log, shadow=shadow, artifact=artifact)
-
-
-def make_record(admission: Admission, exc: BaseException | None, latency_ms: float) -> InferenceRecord:
-    """The inference record of one request (called for a sampled one only)."""
-    predictor = admission.predictor
-    if exc is None:
-        status, outputs = 200, admission.answer
-    elif isinstance(exc, ServingError):
-        status, outputs = exc.status_code, {"error": {"code": exc.code, "message": str(exc)}}
-    else:
-        status, outputs = 500, {"error": {"code": "internal_error"}}
-    return InferenceRecord(
-        request_id=admission.request_id or "",
-        model_name=predictor.name,
-        model_version=predictor.version or "",
-        route=admission.route,
-        inputs=jsonable_body(admission.payload),
-        outputs=jsonable_body(outputs),
-        latency_ms=round(latency_ms, 3),
-        status_code=status,
-    )
-
-
-def jsonable_body(value: Any) -> Any:
-    """A body as the record keeps it: JSON bytes (a JSON body, a rendered answer) parsed, so the
-    field mask can find named fields in them; other bytes as text (CSV) or, when not text
-    (Parquet), their size; values as they are."""
-    if isinstance(value, bytes | bytearray):
-        data = bytes(value)
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-        try:
-            return data.decode()
-        except UnicodeDecodeError:
-            return {"bytes": len(data)}
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -9,6 +10,7 @@ import logging
 import random
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,10 @@ from model_api.inference_log import (
     InferenceRecord,
     JsonLinesSink,
     build_inference_log,
+    utc_time,
 )
 from model_api.settings import Settings
+from tests.support import wait_until
 
 SALT = b"pepper"
 
@@ -335,3 +339,44 @@ def test_build_refuses_configurations_that_cannot_work(tmp_path: Path) -> None:
         build_inference_log(Settings(inference_log="http"), CollectorRegistry())
     with pytest.raises(ValueError, match="http"):
         CloudEventsSink("ftp://127.0.0.1/x")
+
+
+def test_records_are_built_in_the_writer_thread_from_the_values_offered(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    path = tmp_path / "inference.jsonl"
+    stream = InferenceLog(JsonLinesSink(path), registry)
+    built_in: list[threading.Thread] = []
+
+    def build(index: int, inputs: Any) -> InferenceRecord:
+        built_in.append(threading.current_thread())
+        return make(index, inputs=inputs)
+
+    stream.offer(build, 7, {"tenure": 7})
+    stream.close(10)
+    assert [line["inputs"] for line in read_lines(path)] == [{"tenure": 7}]
+    assert built_in == [stream._thread]  # not the caller's thread: the request path only appends
+
+
+def test_an_offer_wakes_an_idle_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An idle writer that only woke on its timer would not write within the wait below.
+    monkeypatch.setattr("model_api.inference_log.stream.IDLE_WAIT_S", 3600.0)
+    registry = CollectorRegistry()
+    stream = InferenceLog(JsonLinesSink(tmp_path / "inference.jsonl"), registry, linger_s=0.0)
+    try:
+        wait_until(lambda: stream._idle, 30, "the writer to wait on its empty queue")
+        stream.offer(lambda: make(0))
+        wait_until(lambda: count(registry, "written") == 1, 30, "the offer to be written")
+    finally:
+        stream.close(10)
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.9999996, 1.0005, 1764523269.1239, 1764523269.4359994, 4e9 + 0.5])
+def test_utc_time_writes_what_datetime_writes(seconds: float) -> None:
+    expected = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert utc_time(seconds) == expected
+
+
+def test_a_record_as_a_dict_has_every_field_in_order() -> None:
+    record = make(3)
+    assert list(record.to_dict()) == [f.name for f in dataclasses.fields(InferenceRecord)]
+    assert record.to_dict() == {f.name: getattr(record, f.name) for f in dataclasses.fields(InferenceRecord)}

@@ -1,5 +1,5 @@
-"""shadow.py: comparing two answers, and a shadow that drops (and counts) what its busy thread
-cannot take, counts a failing challenger, and never raises into the request that offers."""
+"""shadow.py: a shadow that drops (and counts) what its busy thread cannot take, rests on its
+budget, counts a failing challenger, and never raises into the request that offers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 
 from model_api.dataplane import InferenceRequest
@@ -18,23 +17,9 @@ from model_api.predictor import Prediction, Predictor
 from model_api.registry import LoadedModel
 from model_api.rows import Records
 from model_api.settings import Settings
-from model_api.shadow import Shadow, agreement, probability_difference, shadow_settings
+from model_api.shadow import Shadow, rest_s, shadow_settings
 from model_api.signature import model_spec
 from tests.support import wait_until
-
-
-def test_agreement_row_by_row_or_as_a_whole() -> None:
-    assert agreement([0, 1, 1, 0], [0, 1, 0, 0]) == (3, 4)
-    assert agreement([0, 1], [0]) == (0, 1)  # not comparable row by row: one answer, different
-    assert agreement({"a": [1]}, {"a": [1]}) == (1, 1)
-
-
-def test_probability_difference_over_the_classes_both_know() -> None:
-    first = np.array([[0.9, 0.1], [0.4, 0.6]])
-    second = np.array([[0.2, 0.7, 0.1], [0.6, 0.0, 0.4]])  # classes in another order, one more
-    difference = probability_difference(first, [0, 1], second, [1, 2, 0])
-    assert difference.tolist() == pytest.approx([(abs(0.9 - 0.1) + abs(0.1 - 0.2)) / 2, (0.0 + 0.0) / 2])
-    assert probability_difference(first, ["a", "b"], second, [0, 1, 2]).size == 0
 
 
 def test_the_challenger_is_loaded_alone_and_may_change_its_contract() -> None:
@@ -93,7 +78,7 @@ def test_a_busy_shadow_drops_and_counts_and_a_failing_one_counts(
     answer = Prediction([0] * len(example_rows))
     try:
         shadow.offer(predictor, InferenceRequest(Records(example_rows, "instances")), answer)
-        assert shadow._queue.empty() and count(shadow, "dropped", version) == 0  # no challenger yet
+        assert not shadow._pending and count(shadow, "dropped", version) == 0  # no challenger yet
         shadow.serve(predictor)
         gate = threading.Event()
         held = HeldInputs(example_rows, gate, fail=True)
@@ -116,3 +101,46 @@ def test_a_busy_shadow_drops_and_counts_and_a_failing_one_counts(
         assert equal is not None and equal >= len(example_rows)
     finally:
         shadow.close(10)
+
+
+def test_the_rest_keeps_scoring_to_the_budget_share_of_wall_time() -> None:
+    for budget in (0.05, 0.25, 1.0):
+        rest = rest_s(0.02, budget)
+        assert 0.02 / (0.02 + rest) == pytest.approx(budget)
+    assert rest_s(-1.0, 0.05) == 0.0  # a clock that went back rests nothing, never negative
+
+
+def test_the_shadow_rests_on_its_budget_and_close_cuts_the_rest_short(
+    predictor: Predictor, example_rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[tuple[float, float]] = []
+
+    def rest_forever(spent_s: float, budget: float) -> float:
+        asked.append((spent_s, budget))
+        return 3600.0
+
+    monkeypatch.setattr("model_api.shadow.rest_s", rest_forever)
+    monkeypatch.setattr("model_api.shadow.IDLE_WAIT_S", 3600.0)  # only an offer wakes the idle thread
+    settings = Settings(
+        shadow_uri="models:/ChurnPredictor@champion",
+        shadow_sample_rate=1.0,
+        shadow_queue_size=2,
+        shadow_budget=0.05,
+    )
+    shadow = Shadow(settings, Metrics())
+    version = predictor.version or ""
+    answer = Prediction([0] * len(example_rows))
+    try:
+        shadow.serve(predictor)
+        wait_until(lambda: shadow._idle, 30, "the shadow thread to wait on its empty queue")
+        shadow.offer(predictor, InferenceRequest(Records(example_rows, "instances")), answer)
+        wait_until(lambda: len(asked) == 1, 30, "the first request to be scored, then a rest")
+        assert count(shadow, "scored", version) == 1
+        assert asked[0][0] > 0 and asked[0][1] == 0.05
+        for _ in range(3):  # while it rests: two wait, one is dropped, none raises
+            shadow.offer(predictor, InferenceRequest(Records(example_rows, "instances")), answer)
+        assert len(shadow._pending) == 2 and count(shadow, "dropped", version) == 1
+    finally:
+        shadow.close(10)
+    assert not shadow._thread.is_alive()  # close() woke it from an hour's rest
+    assert count(shadow, "scored", version) == 1 and not shadow._pending

@@ -4,7 +4,10 @@ watched against, and the inference record of an answer or an error."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,8 @@ from prometheus_client import CollectorRegistry
 from model_api.contract import Batch
 from model_api.dataplane import Admission, DataPlane
 from model_api.errors import InvalidInput
+from model_api.inference_log import InferenceLog, JsonLinesSink, utc_time
+from model_api.inference_record import jsonable_body, make_record
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.profile import Profile
@@ -23,9 +28,8 @@ from model_api.signature import model_spec
 from model_api.watch import (
     ModelWatch,
     PredictionMetrics,
+    Watch,
     build_watch,
-    jsonable_body,
-    make_record,
     reference_profile,
 )
 
@@ -175,3 +179,43 @@ def test_a_single_row_is_counted_like_a_batch(
         if sample(registry, "feature_values_flagged_total", feature=feature, kind=kind)
     }
     assert counted == ({flagged} if flagged else set())
+
+
+def test_the_log_is_handed_the_records_values_not_the_request(predictor: Predictor, tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    path = tmp_path / "inference.jsonl"
+    # The writer lingers until close(): what the log holds meanwhile is what a request leaves behind.
+    log = InferenceLog(JsonLinesSink(path), registry, linger_s=3600)
+    watch = Watch(registry, log=log)
+    plane = DataPlane(Settings(), Metrics())
+    admission = Admission(plane, predictor, None, 30.0, route="/predict", request_id="rid-2")
+    admission.payload = {"instances": [{"age": 30}]}
+    error = InvalidInput("the rows break the contract")
+    held = weakref.ref(error)
+    before = time.time()
+    watch.answered(admission, error)
+    after = time.time()
+    del error
+    gc.collect()
+    assert held() is None, "the log holds the exception (and through it the request's frames)"
+    time.sleep(0.01)  # a record stamped when written would be later than `after`
+    watch.close(10)
+    (line,) = [json.loads(text) for text in path.read_text().splitlines()]
+    assert (line["request_id"], line["route"], line["status_code"]) == ("rid-2", "/predict", 422)
+    assert line["inputs"] == {"instances": [{"age": 30}]}
+    assert line["outputs"] == {"error": {"code": "invalid_input", "message": "the rows break the contract"}}
+    assert utc_time(before) <= line["time"] <= utc_time(after)
+
+
+def test_a_request_the_sample_skips_leaves_nothing_in_the_log(predictor: Predictor, tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    path = tmp_path / "inference.jsonl"
+    log = InferenceLog(JsonLinesSink(path), registry, sample_rate=0.0)
+    watch = Watch(registry, log=log)
+    admission = Admission(DataPlane(Settings(), Metrics()), predictor, None, 30.0, route="/predict")
+    admission.payload = {"instances": [{"age": 30}]}
+    watch.answered(admission, None)
+    assert not log._pending
+    watch.close(10)
+    assert path.read_text() == ""
+    assert registry.get_sample_value("inference_log_records_total", {"outcome": "dropped"}) == 0

@@ -17,7 +17,14 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from model_api.inference_log.record import REDACTED, FieldMask, InferenceRecord, parse_names, utc_now
+from model_api.inference_log.record import (
+    REDACTED,
+    FieldMask,
+    InferenceRecord,
+    parse_names,
+    utc_now,
+    utc_time,
+)
 from model_api.inference_log.sinks import (
     REQUEST_EVENT,
     RESPONSE_EVENT,
@@ -42,6 +49,7 @@ __all__ = [
     "SinkError",
     "build_inference_log",
     "utc_now",
+    "utc_time",
 ]
 
 

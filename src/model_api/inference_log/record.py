@@ -8,11 +8,13 @@ HTTP status code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -23,7 +25,23 @@ JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 def utc_now() -> str:
     """The current time as RFC 3339 / ISO 8601 in UTC with milliseconds: 2026-11-30T17:21:09.123Z."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_time(time.time())
+
+
+def utc_time(seconds: float) -> str:
+    """`seconds` since the epoch (`time.time()`) as `utc_now` writes it. A request takes its
+    `time.time()` when answered (a float, cheap on the request path) and the writer thread formats
+    it: the date and time of day once a second (datetime's isoformat took 2 us a record)."""
+    whole = math.floor(seconds)
+    fraction = round((seconds - whole) * 1_000_000)  # to the microsecond as datetime rounds, then cut
+    if fraction >= 1_000_000:
+        whole, fraction = whole + 1, fraction - 1_000_000
+    return f"{_second_text(whole)}.{fraction // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(whole: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,8 +61,19 @@ class InferenceRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as one JSON object (the shape of a JSON Lines line); inputs and outputs are
-        shared, not copied (dataclasses.asdict would deep-copy them: most of a record's cost)."""
-        return {name: getattr(self, name) for name in FIELDS}
+        shared, not copied (dataclasses.asdict would deep-copy them: most of a record's cost). Keys
+        in the order of FIELDS, written out: half the cost of a loop over them, once a record."""
+        return {
+            "request_id": self.request_id,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "route": self.route,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "latency_ms": self.latency_ms,
+            "status_code": self.status_code,
+            "time": self.time,
+        }
 
     def masked(self, mask: FieldMask) -> InferenceRecord:
         """A copy whose inputs went through `mask`."""

@@ -1,9 +1,11 @@
 """The inference log stream: sample, queue without blocking, write off the request path.
 
 `offer` runs on the request path and costs, for a request the sample skips, one random draw; for
-a sampled one, building the record and one non-blocking put. A full queue drops the record and
-counts it. One daemon thread takes records off the queue in batches, masks their inputs (the
-HMAC work stays off the request path) and writes them to the sink. Nothing the sink does reaches
+a sampled one, one append to a bounded deque (no lock, no exception: a full deque drops the
+record and counts it). The record itself is built by the one daemon thread, which takes what was
+offered in batches, builds each record (the caller hands it a builder and the request's answered
+objects, which no longer change), masks its inputs and writes the batch to the sink: the JSON,
+the HMAC work and the I/O all stay off the request path. Nothing the sink does reaches
 the request: its errors are counted and logged at most once per `error_log_interval_s`, with the
 exception's class and our own message, never a payload value.
 
@@ -16,13 +18,13 @@ Counters (in the registry passed in; bounded labels only):
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -30,6 +32,12 @@ from model_api.inference_log.record import FieldMask, InferenceRecord
 from model_api.inference_log.sinks import Sink, SinkError
 
 log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 1.0
+"""How long the idle writer sleeps before it looks again (an offer wakes it sooner)."""
+
+Offer = tuple[Callable[..., InferenceRecord], tuple[Any, ...]]
+"""A record's builder and its arguments, called by the writer thread."""
 
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -65,7 +73,11 @@ class InferenceLog:
         self.linger_s = linger_s
         self.mask = mask or FieldMask()
         self._random = (rng or random.Random()).random  # noqa: S311 - sampling, not security
-        self._queue: queue.Queue[InferenceRecord | None] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self._pending: deque[Offer] = deque()
+        self._idle = False
+        """Set by the writer while it sleeps on an empty deque: the next offer wakes it."""
+        self._wake = threading.Event()
         self._closing = threading.Event()
         self._abandon = threading.Event()
         self._errors = _ThrottledLog(error_log_interval_s)
@@ -87,84 +99,96 @@ class InferenceLog:
         self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
         self._thread.start()
 
-    def offer(self, make_record: Callable[[], InferenceRecord]) -> None:
+    def offer(self, make_record: Callable[..., InferenceRecord], *args: Any) -> None:
         """Record one answered request if the sample takes it; never blocks, never raises.
 
-        `make_record` is only called for a sampled request, so build the record inside it."""
-        if self.sample_rate < 1.0 and self._random() >= self.sample_rate:
-            return
-        if self._closing.is_set():
+        `make_record(*args)` is called later, in the writer thread, and only for a sampled request:
+        `args` must not change after the offer (an answered request's objects do not)."""
+        if self.takes():
+            self.put(make_record, *args)
+
+    def takes(self) -> bool:
+        """Whether the sample takes the next request (one random draw below a 100% sample): ask
+        before gathering what `put` needs, so a request the sample skips costs nothing more."""
+        return self.sample_rate >= 1.0 or self._random() < self.sample_rate
+
+    def put(self, make_record: Callable[..., InferenceRecord], *args: Any) -> None:
+        """`offer` without the sample: queue the builder and its arguments, or count a drop."""
+        if len(self._pending) >= self.queue_size or self._closing.is_set():
             self._dropped.inc()
             return
-        try:
-            record = make_record()
-        except Exception as exc:
-            self._failed.inc()
-            self._errors.report("building an inference record failed", exc)
-            return
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self._dropped.inc()
+        self._pending.append((make_record, args))
+        if self._idle:  # the writer sleeps on an empty deque: one wake-up, not one an offer
+            self._idle = False
+            self._wake.set()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop taking records, write what is queued within `timeout_s`, count the rest as dropped."""
         self._closing.set()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)  # wake the writer if it waits on an empty queue
+        self._wake.set()
         self._thread.join(timeout_s)
         self._abandon.set()
         left = 0
-        while True:
+        while True:  # one by one: a writer still running may take some meanwhile, each only once
             try:
-                left += self._queue.get_nowait() is not None
-            except queue.Empty:
+                self._pending.popleft()
+            except IndexError:
                 break
+            left += 1
         if left:
             self._dropped.inc(left)
         if not self._thread.is_alive():
             self.sink.close()  # else the writer is stuck in the sink: it is a daemon, leave it
 
     def _run(self) -> None:
+        pending = self._pending
         while not self._abandon.is_set():
-            try:
-                # close() sets _closing before it queues the wake-up None, so once the None is
-                # taken, _closing is seen here and the writer does not wait on an empty queue.
-                closing = self._closing.is_set()
-                first = self._queue.get_nowait() if closing else self._queue.get(timeout=1.0)
-            except queue.Empty:
-                first = None
-            if first is not None and not closing and self.linger_s > 0:
+            if not pending:
+                if self._closing.is_set():
+                    return
+                self._wake.clear()
+                self._idle = True
+                if not pending:  # checked again after saying so: an offer in between saw _idle
+                    self._wake.wait(IDLE_WAIT_S)
+                self._idle = False
+                continue
+            if len(pending) < self.batch_size and self.linger_s > 0 and not self._closing.is_set():
                 # Let records gather: one wake-up and one write a linger, not one a request. A
                 # thread woken per record takes the GIL from the request path every time (on a
                 # busy core that cost a third of the throughput of single-row requests).
                 self._closing.wait(self.linger_s)
-            batch = [] if first is None else [first]
-            while len(batch) < self.batch_size:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    batch.append(item)
-            if batch:
-                self._write(batch)
-            elif self._closing.is_set():
-                return
+            batch = []
+            for _ in range(min(self.batch_size, len(pending))):
+                batch.append(pending.popleft())
+            self._write(batch)
 
-    def _write(self, batch: list[InferenceRecord]) -> None:
+    def _build(self, batch: list[Offer]) -> list[InferenceRecord]:
+        """The offers' records, masked; a builder that raises is counted as failed, not written."""
+        records = []
+        for make_record, args in batch:
+            try:
+                records.append(make_record(*args).masked(self.mask))
+            except Exception as exc:
+                self._failed.inc()
+                self._errors.report("building an inference record failed", exc)
+        return records
+
+    def _write(self, batch: list[Offer]) -> None:
         started = time.perf_counter()
+        records = self._build(batch)
+        if not records:
+            return
         try:
-            self.sink.write([record.masked(self.mask) for record in batch])
+            self.sink.write(records)
         except Exception as exc:
             written = exc.written if isinstance(exc, SinkError) else 0
             self._written.inc(written)
-            self._failed.inc(len(batch) - written)
+            self._failed.inc(len(records) - written)
             self._errors.report(
-                f"inference log sink {self.sink.name!r} lost {len(batch) - written} records", exc
+                f"inference log sink {self.sink.name!r} lost {len(records) - written} records", exc
             )
         else:
-            self._written.inc(len(batch))
+            self._written.inc(len(records))
         self._batch_seconds.observe(time.perf_counter() - started)
 
 
