@@ -249,7 +249,10 @@ class DataPlane:
         `route` and `request_id` go to the inference log."""
         predictor = self.lookup(name, version)
         timeout_s = self.settings.request_timeout_s
-        budget = budget_s(client.headers.get(TIMEOUT_HEADER), timeout_s) if client is not None else timeout_s
+        budget = timeout_s
+        # `in` first: Starlette's Headers.get raises and catches a KeyError for an absent header
+        if client is not None and TIMEOUT_HEADER in client.headers:
+            budget = budget_s(client.headers[TIMEOUT_HEADER], timeout_s)
         if self.full():
             raise self.refuse()
         receive = client.receive if client is not None else None
