@@ -21,28 +21,49 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 class CoalescingTransport:
     """A transport whose `write`s are joined and sent once, in a callback the loop runs after
     the current ones; `close` sends what is gathered first. Every other call goes to the real
-    transport (uvicorn's flow control keeps the real one, so pausing reads is not delayed)."""
+    transport (uvicorn's flow control keeps the real one, so pausing reads is not delayed).
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    Once the client has ended its side (`write_through`: `nc -N`, some TCP health checkers), the
+    transport closes as soon as the loop gets to it, so writes go straight through from then on,
+    as uvicorn's do, and the answer leaves before the close. A lost connection drops what is
+    gathered (`lost`)."""
+
+    __slots__ = ("_loop", "_lost", "_pending", "_through", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._lost = False
+        self._through = False
+
+    def write_through(self) -> None:
+        """From now on, write at once (what is gathered first)."""
+        self._through = True
+        self.flush()
 
     def write(self, data: bytes) -> None:
+        if self._through:
+            if not self._lost:
+                self._transport.write(data)
+            return
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(data)
 
     def flush(self) -> None:
-        """Send what was written since the last flush, in one write (nothing once closing)."""
+        """Send what was written since the last flush, in one write (nothing once lost)."""
         if not self._pending:
             return
         data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending.clear()
-        if not self._transport.is_closing():
+        if not self._lost:
             self._transport.write(data)
+
+    def lost(self) -> None:
+        """The connection is gone: what is gathered is dropped, as uvicorn drops its writes then."""
+        self._lost = True
+        self._pending.clear()
 
     def close(self) -> None:
         self.flush()
@@ -58,3 +79,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+
+    def eof_received(self) -> None:
+        if isinstance(self.transport, CoalescingTransport):
+            self.transport.write_through()
+        super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(self.transport, CoalescingTransport):
+            self.transport.lost()
+        super().connection_lost(exc)

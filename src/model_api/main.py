@@ -26,6 +26,7 @@ from model_api.metrics import Metrics
 from model_api.middleware.api_keys import ApiKeyMiddleware, load_api_keys
 from model_api.middleware.body_limit import BodyLimitMiddleware
 from model_api.middleware.edge import EdgeMiddleware
+from model_api.middleware.errors import UnexpectedErrorMiddleware
 from model_api.registry import LoadedModel, RegisteredVersion
 from model_api.responses import JSONResponse
 from model_api.rollout import Rollout, load_from_registry, load_predictor
@@ -47,7 +48,7 @@ def middleware_stack(settings: Settings, keys: list[str], plane: DataPlane) -> l
     and the 500 for an unexpected exception, for every answer including the guards' refusals
     below it. CORS answers a browser's preflight before keys are asked for (a preflight never
     carries them); keys are checked before a body is read; the body limit bounds every body as it
-    is read.
+    is read; with CORS on, an unexpected exception's 500 is rendered innermost, inside CORS.
     """
     stack = [Middleware(EdgeMiddleware, plane=plane)]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
@@ -71,6 +72,8 @@ def middleware_stack(settings: Settings, keys: list[str], plane: DataPlane) -> l
     if keys:
         stack.append(Middleware(ApiKeyMiddleware, keys=keys))
     stack.append(Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes))
+    if origins:  # a 500 rendered inside CORS, so a browser can read it (middleware/errors.py)
+        stack.append(Middleware(UnexpectedErrorMiddleware))
     return stack
 
 

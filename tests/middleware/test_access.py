@@ -148,3 +148,18 @@ def test_requests_in_progress_by_route(registry: Any, champion: LoadedModel) -> 
     assert metric_value(during, "http_requests_inprogress", handler="/predict", method="POST") == 1.0
     assert metric_value(after, "http_requests_inprogress", handler="/predict", method="POST") == 0.0
     assert metric_value(after, "model_ready") == 1.0
+
+
+def test_a_path_is_labelled_by_the_route_its_method_matches(client: TestClient) -> None:
+    """A GET on a V1 :predict path matches /v1/models/{name}; a POST on it is a prediction, however
+    the first request on that path came (the route templates are remembered by path and method)."""
+    path = "/v1/models/ChurnPredictor:predict"
+    client.get(path)
+    client.post(path, json={"instances": []})
+    text = client.get("/metrics").text
+    assert (
+        metric_value(
+            text, "http_requests_total", handler="/v1/models/{name}:predict", method="POST", status="400"
+        )
+        == 1.0
+    )

@@ -43,13 +43,16 @@ def test_writes_in_one_loop_step_are_sent_once_and_close_sends_first() -> None:
         await asyncio.sleep(0)
         transport.write(b"last")
         transport.close()  # closing sends what is gathered first
-        transport.write(b"after")
+        transport.write(b"closing")  # a closing transport still sends, as uvicorn's writes do
+        await asyncio.sleep(0)
+        transport.write(b"gone")
+        transport.lost()  # a lost connection drops what is gathered
         await asyncio.sleep(0)
         return during, real.writes, real.closed, transport.get_extra_info("peername")
 
     during, writes, closed, info = asyncio.run(scenario())
     assert during == []
-    assert writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"last"], "nothing is written once closing"
+    assert writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"last", b"closing"]
     assert closed and info == "info peername"
 
 
@@ -84,6 +87,16 @@ def test_a_real_server_answers_pipelined_and_closing_requests_whole_and_in_order
                 received += chunk
         bodies = [part.split(b"\r\n\r\n", 1)[1][:8] for part in received.split(b"HTTP/1.1 ")[1:]]
         assert bodies == [b"/aaa!end", b"/bbb!end", b"/ccc!end"]
+        # A client that half-closes after its request (nc -N, some TCP health checkers) still
+        # gets its answer, though the server sees the end of its stream before it answers.
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(b"GET /dddd HTTP/1.1\r\nHost: x\r\n\r\n")
+                conn.shutdown(socket.SHUT_WR)
+                received = b""
+                while chunk := conn.recv(65536):
+                    received += chunk
+            assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"/ddd!end"), received
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -36,13 +36,15 @@ class AccessLog:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self._routes: dict[tuple[str, str], str] = {}
+        self._routes: dict[tuple[str, str, str], str] = {}
         self._in_progress: dict[tuple[str, str], Any] = {}
         self._answers: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def route_template(self, scope: Scope) -> str:
-        """The template of the route the path matches (`/v1/models/{name}:predict`), or "none"."""
-        key = (scope.get("root_path", ""), scope["path"])
+        """The template of the route the path matches (`/v1/models/{name}:predict`), or "none".
+        The method is part of the key: `/v1/models/m:predict` is a prediction when POSTed and,
+        as a GET, matches `/v1/models/{name}` (the router tries the routes in order)."""
+        key = (scope.get("root_path", ""), scope["path"], scope["method"])
         route = self._routes.get(key)
         if route is None:
             name = get_route_name(HTTPConnection(scope), should_include_root_path=False)

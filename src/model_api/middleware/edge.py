@@ -67,6 +67,7 @@ class EdgeMiddleware:
                 await self.app(scope, receive, send_with_headers)
         except Exception as exc:
             if status:  # half an answer is on the wire: nothing can be said any more
+                status = 500
                 state.setdefault("error_code", "internal_error")
                 raise
             error = unexpected_error()
