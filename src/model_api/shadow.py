@@ -33,7 +33,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +42,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from model_api.comparison import agreement, predict_each, probability_difference
 from model_api.inputs import ModelInput
+from model_api.mailbox import Mailbox
 from model_api.metrics import LATENCY_BUCKETS, Metrics
 from model_api.predictor import Prediction, Predictor
 from model_api.rollout import Rollout, load_from_registry, load_predictor
@@ -91,11 +91,7 @@ class Shadow:
         self.error: str | None = None
         """Why the challenger is not loaded, when it is not."""
         self._random = (rng or random.Random()).random  # noqa: S311 - sampling, not security
-        self.queue_size = settings.shadow_queue_size
-        self._pending: deque[Job] = deque()
-        self._idle = False
-        """Set by the shadow thread while it sleeps on an empty queue: the next offer wakes it."""
-        self._wake = threading.Event()
+        self._pending: Mailbox[Job] = Mailbox(settings.shadow_queue_size)
         versions = ["model_name", "champion_version", "challenger_version"]
         self._rows = Counter(
             "shadow_rows",
@@ -154,19 +150,14 @@ class Shadow:
         length check and one append (no lock, no exception for a full queue)."""
         if self.predictor is None or (self.sample_rate < 1.0 and self._random() >= self.sample_rate):
             return
-        if len(self._pending) >= self.queue_size or self._stop.is_set():
+        if self._stop.is_set() or not self._pending.put((champion, request, prediction)):
             self._dropped.inc()
-            return
-        self._pending.append((champion, request, prediction))
-        if self._idle:  # the thread sleeps on an empty queue: one wake-up, not one an offer
-            self._idle = False
-            self._wake.set()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the shadow thread (queued requests are not scored) and the challenger."""
         self._stop.set()
-        self._wake.set()
-        self._pending.clear()
+        self._pending.wake()
+        self._pending.take()
         self._thread.join(timeout_s)
         if self.predictor is not None:
             self.predictor.close()
@@ -175,14 +166,10 @@ class Shadow:
         pending, stop = self._pending, self._stop
         while not stop.is_set():
             if not pending:
-                self._wake.clear()
-                self._idle = True
-                if not pending:  # checked again after saying so: an offer in between saw _idle
-                    self._wake.wait(IDLE_WAIT_S)
-                self._idle = False
+                pending.wait(IDLE_WAIT_S)
                 continue
             # What waited meanwhile (at most the queue's size), scored together in one model call.
-            jobs = take(pending)
+            jobs = pending.take()
             started = time.perf_counter()
             try:
                 self.score(jobs)
@@ -288,17 +275,6 @@ def freeze_garbage() -> None:
     """Collect, then move every object alive into the collector's permanent generation."""
     gc.collect()
     gc.freeze()
-
-
-def take(pending: deque[Job]) -> list[Job]:
-    """What `pending` holds now, taken off it (close() may clear it meanwhile: that ends the take)."""
-    jobs = []
-    for _ in range(len(pending)):
-        try:
-            jobs.append(pending.popleft())
-        except IndexError:
-            break
-    return jobs
 
 
 def rest_s(spent_s: float, budget: float) -> float:

@@ -363,7 +363,7 @@ def test_an_offer_wakes_an_idle_writer(tmp_path: Path, monkeypatch: pytest.Monke
     registry = CollectorRegistry()
     stream = InferenceLog(JsonLinesSink(tmp_path / "inference.jsonl"), registry, linger_s=0.0)
     try:
-        wait_until(lambda: stream._idle, 30, "the writer to wait on its empty queue")
+        wait_until(lambda: stream._pending.idle, 30, "the writer to wait on its empty queue")
         stream.offer(lambda: make(0))
         wait_until(lambda: count(registry, "written") == 1, 30, "the offer to be written")
     finally:

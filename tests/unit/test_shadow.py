@@ -132,7 +132,7 @@ def test_the_shadow_rests_on_its_budget_and_close_cuts_the_rest_short(
     answer = Prediction([0] * len(example_rows))
     try:
         shadow.serve(predictor)
-        wait_until(lambda: shadow._idle, 30, "the shadow thread to wait on its empty queue")
+        wait_until(lambda: shadow._pending.idle, 30, "the shadow thread to wait on its empty queue")
         shadow.offer(predictor, InferenceRequest(Records(example_rows, "instances")), answer)
         wait_until(lambda: len(asked) == 1, 30, "the first request to be scored, then a rest")
         assert count(shadow, "scored", version) == 1

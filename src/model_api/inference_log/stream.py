@@ -1,7 +1,7 @@
 """The inference log stream: sample, queue without blocking, write off the request path.
 
 `offer` runs on the request path and costs, for a request the sample skips, one random draw; for
-a sampled one, one append to a bounded deque (no lock, no exception: a full deque drops the
+a sampled one, one append to a bounded `Mailbox` (no lock, no exception: a full one drops the
 record and counts it). The record itself is built by the one daemon thread, which takes what was
 offered in batches, builds each record (the caller hands it a builder and the request's answered
 objects, which no longer change), masks its inputs and writes the batch to the sink: the JSON,
@@ -22,7 +22,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from model_api.inference_log.record import FieldMask, InferenceRecord
 from model_api.inference_log.sinks import Sink, SinkError
+from model_api.mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,7 @@ class InferenceLog:
         self.linger_s = linger_s
         self.mask = mask or FieldMask()
         self._random = (rng or random.Random()).random  # noqa: S311 - sampling, not security
-        self.queue_size = queue_size
-        self._pending: deque[Offer] = deque()
-        self._idle = False
-        """Set by the writer while it sleeps on an empty deque: the next offer wakes it."""
-        self._wake = threading.Event()
+        self._pending: Mailbox[Offer] = Mailbox(queue_size)
         self._closing = threading.Event()
         self._abandon = threading.Event()
         self._errors = _ThrottledLog(error_log_interval_s)
@@ -114,27 +110,16 @@ class InferenceLog:
 
     def put(self, make_record: Callable[..., InferenceRecord], *args: Any) -> None:
         """`offer` without the sample: queue the builder and its arguments, or count a drop."""
-        if len(self._pending) >= self.queue_size or self._closing.is_set():
+        if self._closing.is_set() or not self._pending.put((make_record, args)):
             self._dropped.inc()
-            return
-        self._pending.append((make_record, args))
-        if self._idle:  # the writer sleeps on an empty deque: one wake-up, not one an offer
-            self._idle = False
-            self._wake.set()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop taking records, write what is queued within `timeout_s`, count the rest as dropped."""
         self._closing.set()
-        self._wake.set()
+        self._pending.wake()
         self._thread.join(timeout_s)
         self._abandon.set()
-        left = 0
-        while True:  # one by one: a writer still running may take some meanwhile, each only once
-            try:
-                self._pending.popleft()
-            except IndexError:
-                break
-            left += 1
+        left = len(self._pending.take())  # a writer still running may take some meanwhile
         if left:
             self._dropped.inc(left)
         if not self._thread.is_alive():
@@ -146,21 +131,14 @@ class InferenceLog:
             if not pending:
                 if self._closing.is_set():
                     return
-                self._wake.clear()
-                self._idle = True
-                if not pending:  # checked again after saying so: an offer in between saw _idle
-                    self._wake.wait(IDLE_WAIT_S)
-                self._idle = False
+                pending.wait(IDLE_WAIT_S)
                 continue
             if len(pending) < self.batch_size and self.linger_s > 0 and not self._closing.is_set():
                 # Let records gather: one wake-up and one write a linger, not one a request. A
                 # thread woken per record takes the GIL from the request path every time (on a
                 # busy core that cost a third of the throughput of single-row requests).
                 self._closing.wait(self.linger_s)
-            batch = []
-            for _ in range(min(self.batch_size, len(pending))):
-                batch.append(pending.popleft())
-            self._write(batch)
+            self._write(pending.take(self.batch_size))
 
     def _build(self, batch: list[Offer]) -> list[InferenceRecord]:
         """The offers' records, masked; a builder that raises is counted as failed, not written."""
