@@ -8,6 +8,7 @@ feature name, rows in signature order, or columns (V2 tensors).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -77,6 +78,14 @@ class Feature:
     """The values the model knows, when it encodes this column (one-hot or ordinal)."""
     accepts_unknown: bool = True
     """Whether the model copes with a category it has not seen (handle_unknown != 'error')."""
+
+    @functools.cached_property
+    def allowed(self) -> frozenset[Any] | None:
+        """The only values the column takes (the model refuses a category it does not know), or
+        None when any string goes; built once, used by every check of the column."""
+        if self.categories is None or self.accepts_unknown:
+            return None
+        return frozenset(self.categories)
 
     @property
     def dtype(self) -> Any:
@@ -161,7 +170,7 @@ def _valid_in_bulk(feature: Feature, values: list[Any]) -> bool:
         return types == {bool}
     if types != {str}:
         return False
-    return feature.categories is None or feature.accepts_unknown or set(feature.categories).issuperset(values)
+    return feature.allowed is None or feature.allowed.issuperset(values)
 
 
 def _check_column(feature: Feature, values: list[Any], errors: _Errors) -> list[Any]:
@@ -208,9 +217,7 @@ def _check_column(feature: Feature, values: list[Any], errors: _Errors) -> list[
                 if errors.full:
                     break
     else:
-        allowed = None
-        if feature.categories is not None and not feature.accepts_unknown:
-            allowed = frozenset(feature.categories)
+        allowed = feature.allowed
         for i, v in enumerate(values):
             if type(v) is str:
                 if allowed is not None and v not in allowed:

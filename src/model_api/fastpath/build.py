@@ -120,13 +120,7 @@ def build_fast_path(
 
 
 def _build(
-    model: Any,
-    columns: Sequence[ColumnSpec],
-    to_frame: ToFrame,
-    *,
-    seed: int = 0,
-    n_random: int = 200_000,
-    chunk: int = 50_000,
+    model: Any, columns: Sequence[ColumnSpec], to_frame: ToFrame, *, seed: int, n_random: int, chunk: int
 ) -> tuple[FastPath | None, str]:
     started = time.perf_counter()
     steps, final = _split(model)
