@@ -67,10 +67,11 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1)
 
 
 @contextmanager
-def server_in_thread(app: Any, timeout: float = 60.0) -> Iterator[str]:
-    """Run `app` under a real uvicorn server in a thread on a free loopback port."""
+def server_in_thread(app: Any, timeout: float = 60.0, http: Any = "auto") -> Iterator[str]:
+    """Run `app` under a real uvicorn server in a thread on a free loopback port; `http` is
+    uvicorn's HTTP protocol (its own by default; `model-api serve` runs http_protocol.py's)."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 NAME_SHOWN = 64
 """How much of a client-chosen model name or version an error message repeats."""
+OVERLOADED = "this worker is at capacity; retry shortly"
+"""What a refusal at admission says (the same every time: the HTTP protocol renders it once)."""
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ class DataPlane:
     def refuse(self) -> Overloaded:
         """The refusal of a request past the bound, counted in `requests_shed_total{reason="overloaded"}`."""
         self.metrics.shed_by_reason["overloaded"].inc()
-        return Overloaded(f"this worker is at capacity ({self.in_flight} requests in flight); retry shortly")
+        return Overloaded(OVERLOADED)
 
     async def infer(self, admission: Admission, request: InferenceRequest) -> InferenceResult:
         """Validate the request's rows against the served model's contract and predict them within

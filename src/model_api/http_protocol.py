@@ -7,15 +7,57 @@ spent 12% of its CPU in those writes (py-spy), and joining them raised its throu
 (wrk, one worker on one core, demo model on the fast path). `CoalescingHttpToolsProtocol` hands
 uvicorn's protocol a transport that gathers a connection's writes and sends them in one call at
 the end of the current loop iteration; a single client waits one loop step more for its answer
-(~60 us, measured). Everything else is uvicorn's own; `model-api serve` selects it (`cli.py`).
+(~60 us, measured).
+
+It also answers admission control's refusals itself: when the app's lifespan state holds a
+`Refusal` under `EARLY_REFUSAL` (the edge layer puts one there), a request is offered to it as
+soon as its headers are parsed, and a refused one is answered there and then, with no ASGI task,
+scope or app call (`middleware/admission.py`), and sent at once rather than after the loop's other
+callbacks; its body is read and dropped as it arrives, and the connection serves the next
+request. A request that arrives while another on the same connection is being answered
+(pipelining), or asks for `100-continue`, goes to the app as any other, whose edge layer refuses it
+the same way. Everything else is uvicorn's own; `model-api serve` selects it (`cli.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+EARLY_REFUSAL = "model_api.early_refusal"
+"""The key of the lifespan state under which the app hands the protocol its `Refusal`."""
+
+
+class Refusal(Protocol):
+    """What the protocol asks before it starts a request (`middleware/admission.EarlyRefusal`)."""
+
+    def answer(
+        self,
+        method: bytes,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        root_path: str,
+        default_headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> bytes | None:
+        """The whole HTTP answer refusing the request, or None to serve it."""
+
+
+class _NoWaiter:
+    def set(self) -> None:
+        """Nothing waits on a request answered by the protocol."""
+
+
+class AnsweredCycle:
+    """Stands in for uvicorn's request cycle while a refused request's body arrives: complete, so
+    uvicorn's parser callbacks drop the body, and with nothing to wake when the connection ends."""
+
+    response_complete = True
+    disconnected = False
+    keep_alive = True
+    message_event = _NoWaiter()
 
 
 class CoalescingTransport:
@@ -41,6 +83,15 @@ class CoalescingTransport:
         """From now on, write at once (what is gathered first)."""
         self._through = True
         self.flush()
+
+    def write_now(self, data: bytes) -> None:
+        """Send `data` at once, after what is gathered (a refusal need not wait for the loop's
+        other callbacks: under a spike they are the admitted requests' work, milliseconds of it)."""
+        if self._pending:
+            self._pending.append(data)
+            self.flush()
+        elif not self._lost:
+            self._transport.write(data)
 
     def write(self, data: bytes) -> None:
         if self._through:
@@ -74,7 +125,37 @@ class CoalescingTransport:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's HttpToolsProtocol with a `CoalescingTransport` under its request cycles."""
+    """uvicorn's HttpToolsProtocol with a `CoalescingTransport` under its request cycles, which
+    answers the app's early refusals itself."""
+
+    def on_headers_complete(self) -> None:
+        refusal: Refusal | None = self.app_state.get(EARLY_REFUSAL)
+        if (
+            refusal is not None
+            and (self.cycle is None or self.cycle.response_complete)
+            and not self.expect_100_continue
+            and not self.parser.should_upgrade()
+        ):
+            keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+            answer = refusal.answer(
+                self.parser.get_method(),
+                self.url,
+                self.headers,
+                self.root_path,
+                self.server_state.default_headers,
+                keep_alive,
+            )
+            if answer is not None:
+                self.cycle = AnsweredCycle()  # type: ignore[assignment]
+                if isinstance(self.transport, CoalescingTransport):
+                    self.transport.write_now(answer)
+                else:
+                    self.transport.write(answer)
+                if not keep_alive:
+                    self.transport.close()
+                self.on_response_complete()  # counts it, arms the keep-alive timeout
+                return
+        super().on_headers_complete()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -16,8 +16,11 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
+from model_api.http_protocol import CoalescingHttpToolsProtocol
 from model_api.main import create_app
+from model_api.middleware.admission import EarlyRefusal
 from model_api.registry import LoadedModel
 from model_api.settings import Settings
 from tests.api.test_api import Gated
@@ -59,13 +62,13 @@ class Held:
 
 
 @contextmanager
-def held_server(registry: Any, champion: LoadedModel, **settings: Any) -> Iterator[Held]:
+def held_server(registry: Any, champion: LoadedModel, http: Any = "auto", **settings: Any) -> Iterator[Held]:
     model = Counting(champion.model)
     app = create_app(
         Settings(tracking_uri=registry.tracking_uri, **settings),
         loader=lambda _: dataclasses.replace(champion, model=model),
     )
-    with server_in_thread(app) as url:
+    with server_in_thread(app, http=http) as url:
         rows = httpx.get(f"{url}/model/info", timeout=10).json()["input_example"]
         model.armed = True
         answer: dict[str, httpx.Response] = {}
@@ -83,8 +86,33 @@ def held_server(registry: Any, champion: LoadedModel, **settings: Any) -> Iterat
             caller.join(30)
 
 
-def test_past_the_bound_every_protocol_refuses_in_its_shape(registry: Any, champion: LoadedModel) -> None:
-    with held_server(registry, champion, max_in_flight=1) as held:
+class Spy:
+    """Counts the refusals `EarlyRefusal` answers in the HTTP protocol (it answers them still)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.answered = 0
+        answer = EarlyRefusal.answer
+
+        def counted(refusal: EarlyRefusal, *args: Any) -> bytes | None:
+            result = answer(refusal, *args)
+            self.answered += result is not None
+            return result
+
+        monkeypatch.setattr(EarlyRefusal, "answer", counted)
+
+
+# uvicorn's own protocol: the edge layer refuses; model-api's: the protocol does, before any ASGI call.
+PROTOCOLS = pytest.mark.parametrize(
+    "http", ["httptools", CoalescingHttpToolsProtocol], ids=["edge", "protocol"]
+)
+
+
+@PROTOCOLS
+def test_past_the_bound_every_protocol_refuses_in_its_shape(
+    registry: Any, champion: LoadedModel, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = Spy(monkeypatch)
+    with held_server(registry, champion, http=http, max_in_flight=1) as held:
         url = held.url
         before = held.metrics()
         # Malformed bodies: a 503 (not a 400) shows the body was never read.
@@ -140,6 +168,78 @@ def test_past_the_bound_every_protocol_refuses_in_its_shape(registry: Any, champ
     assert value(after, "predictions_total", **ok) == 1, "refusals are not predictions"
     assert sum(value(after, "predictions_total", **{**ok, "outcome": o}) for o in ("invalid", "error")) == 0
     assert value(after, "requests_in_flight") == 0
+    assert held.model.calls == [len(held.rows)]
+    assert spy.answered == (0 if http == "httptools" else 5)
+
+
+def raw_exchange(url: str, request: bytes) -> bytes:
+    """Send `request` on a new connection and read until the server has answered and closed."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+def split_answer(raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = dict(line.split(b": ", 1) for line in lines)
+    headers.pop(b"date", None)  # the server's clock
+    return status, headers, body
+
+
+def test_the_protocol_refuses_with_the_edge_layers_bytes_and_keeps_the_connection(
+    registry: Any, champion: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`100-continue` sends a request past the protocol's refusal to the edge layer's: both
+    answers are the same bytes (but the Date), and a refused request's body does not end the
+    connection: the next request on it is answered."""
+    spy = Spy(monkeypatch)
+    with held_server(registry, champion, http=CoalescingHttpToolsProtocol, max_in_flight=1) as held:
+        body = b'{"instances": [{"x": 1}]}'
+        for path in ("/predict", "/invocations", f"/v1/models/{MODEL}:predict", f"/v2/models/{MODEL}/infer"):
+            request = (
+                b"POST %s HTTP/1.1\r\nHost: x\r\nX-Request-ID: rid-1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n" % (path.encode(), len(body))
+            )
+            before = spy.answered
+            edge = raw_exchange(held.url, request + b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+            assert spy.answered == before
+            # Two requests on one keep-alive connection: the refusal, then a probe, each answered.
+            both = raw_exchange(
+                held.url,
+                request + b"\r\n" + body + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            assert spy.answered == before + 1
+            ours, _, probe = both.partition(b"HTTP/1.1 200 OK")
+            assert probe, both
+            edge_status, edge_headers, edge_body = split_answer(edge)
+            status, headers, refusal_body = split_answer(ours)
+            edge_headers.pop(b"connection")
+            assert (status, headers, refusal_body) == (edge_status, edge_headers, edge_body)
+            assert status == b"HTTP/1.1 503 Service Unavailable" and headers[b"retry-after"] == b"1"
+            assert headers[b"x-request-id"] == b"rid-1"
+        # A chunked body is dropped as it comes; HTTP/1.0 without keep-alive is closed after the answer.
+        chunked = raw_exchange(
+            held.url,
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        assert chunked.startswith(b"HTTP/1.1 503 ") and b"HTTP/1.1 200 OK" in chunked, chunked
+        closed = raw_exchange(held.url, b"POST /predict HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
+        assert closed.startswith(b"HTTP/1.1 503 ") and b"connection: close\r\n" in closed
+        assert spy.answered == 6
+        during = held.metrics()
+        first = held.release()
+    assert first.status_code == 200
+    assert value(during, "requests_shed_total", reason="overloaded") == 10
+    assert value(during, "errors_total", code="overloaded") == 10
+    assert value(during, "http_requests_total", handler="/predict", method="POST", status="503") == 4
+    v1 = {"handler": "/v1/models/{name}:predict", "method": "POST", "status": "503"}
+    assert value(during, "http_requests_total", **v1) == 2
     assert held.model.calls == [len(held.rows)]
 
 

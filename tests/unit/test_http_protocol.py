@@ -56,6 +56,24 @@ def test_writes_in_one_loop_step_are_sent_once_and_close_sends_first() -> None:
     assert closed and info == "info peername"
 
 
+def test_write_now_sends_at_once_after_what_is_gathered() -> None:
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        real = Recording()
+        transport = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write_now(b"alone")  # nothing gathered: straight out
+        transport.write(b"answer 1")
+        transport.write_now(b"refusal")  # after the gathered answer, in the same write
+        during = list(real.writes)
+        await asyncio.sleep(0)  # the scheduled flush finds nothing left
+        transport.lost()
+        transport.write_now(b"gone")
+        return during, real.writes
+
+    during, writes = asyncio.run(scenario())
+    assert during == [b"alone", b"answer 1refusal"]
+    assert writes == during
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return

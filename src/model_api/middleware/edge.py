@@ -6,6 +6,11 @@ answer (`security_headers.py`); and an exception no route expected, answered as 
 service's shape by the one error renderer, with the request id and the headers like any answer
 (Starlette would answer it outside every layer of ours, with neither).
 
+It also hands the server its early refusal (`admission.EarlyRefusal`): at the lifespan's start it
+puts one in the lifespan state (ASGI's state extension, the dict uvicorn gives its protocols as
+`app_state`), where model-api's HTTP protocol finds it (`http_protocol.py`); another server never
+looks, and the refusal below answers all the same.
+
 One layer rather than five: each ASGI layer costs a call and a wrapper around every message sent,
 and the five cost about 25 us a request (measured in process, demo model on the fast path), a
 tenth of a single-row prediction's whole cost on the server.
@@ -19,16 +24,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_api.api.errors import error_response, unexpected_error
 from model_api.dataplane import DataPlane
+from model_api.http_protocol import EARLY_REFUSAL
 from model_api.logs import request_id_var
 from model_api.middleware.access import AccessLog
-from model_api.middleware.admission import refusal
+from model_api.middleware.admission import EarlyRefusal, refusal
 from model_api.middleware.request_id import request_id
 from model_api.middleware.security_headers import is_cacheable, with_security_headers
 
 
 class EdgeMiddleware:
     """Request id, admission's early refusal, metrics and access log, security headers, and the
-    500 for an unexpected exception, for every HTTP request."""
+    500 for an unexpected exception, for every HTTP request; the protocol's refusal, handed over
+    at the lifespan's start, counts in the same metrics (one `AccessLog`)."""
 
     def __init__(self, app: ASGIApp, plane: DataPlane) -> None:
         self.app = app
@@ -37,6 +44,8 @@ class EdgeMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and "state" in scope:
+                scope["state"][EARLY_REFUSAL] = EarlyRefusal(self.plane, self.access, scope["app"])
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
