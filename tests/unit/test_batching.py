@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import uvloop
 
 from model_api.batching import MicroBatcher
 from model_api.contract import InputSchema
@@ -196,6 +197,35 @@ def test_after_concurrent_batches_a_free_model_waits_for_the_round(
     asyncio.run(main())
     b.close()
     assert model.calls == [4, 4]
+
+
+def test_a_wait_for_companions_shorter_than_a_timer_tick_does_not_spin_the_loop(
+    champion: LoadedModel, model: Recording
+) -> None:
+    """uvloop's timers count whole milliseconds: a shorter wait runs at the next loop turn, before
+    its deadline. The batch then goes; it used to re-arm the wait until the clock passed the
+    deadline, calling the dispatcher on every turn of the loop meanwhile."""
+    b = batcher(champion, model, max_rows=64, max_wait_s=5.0)
+    dispatches = []
+    dispatch = b._dispatch
+
+    def counted(*waited: bool) -> None:
+        dispatches.append(any(waited))
+        dispatch(*waited)
+
+    b._dispatch = counted  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await asyncio.gather(*(b.predict(parse(b.schema, rows(1, seed=i)), False) for i in range(4)))
+        dispatches.clear()
+        b._last_call_s = 0.0004  # a fast model: the wait for companions is under a millisecond
+        await asyncio.wait_for(b.predict(parse(b.schema, rows(1, seed=7)), False), 30)
+
+    uvloop.run(main())
+    b.close()
+    assert model.calls == [4, 1]
+    # One dispatch arms the wait, the next sends the batch; the model thread's return asks again.
+    assert dispatches == [False, True, False], dispatches
 
 
 def test_rows_of_a_linear_model_are_not_merged(champion: LoadedModel) -> None:
