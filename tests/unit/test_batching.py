@@ -187,10 +187,13 @@ def test_after_concurrent_batches_a_free_model_waits_for_the_round(
     async def main() -> None:
         # A round of 4 concurrent requests teaches the batcher its clients' concurrency ...
         await asyncio.gather(*(b.predict(parse(b.schema, rows(1, seed=i)), False) for i in range(4)))
-        # ... so the next round, arriving one request per loop turn, still shares one call.
+        # ... so the next round, arriving one request per loop turn, still shares one call. (The
+        # inputs are built first: building one takes milliseconds, and the wait for companions is
+        # capped by the last call's duration, a few milliseconds too.)
+        inputs = [parse(b.schema, rows(1, seed=10 + i)) for i in range(4)]
         pending = []
-        for i in range(4):
-            pending.append(asyncio.ensure_future(b.predict(parse(b.schema, rows(1, seed=10 + i)), False)))
+        for batch in inputs:
+            pending.append(asyncio.ensure_future(b.predict(batch, False)))
             await asyncio.sleep(0)
         await asyncio.gather(*pending)
 
