@@ -129,6 +129,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     answers the app's early refusals itself."""
 
     def on_headers_complete(self) -> None:
+        if isinstance(self.cycle, AnsweredCycle) and self.transport.is_closing():
+            # A refusal closed the connection (HTTP/1.0 with keep-alive, which the parser keeps
+            # parsing): what the client sent after it is neither answered nor counted, as uvicorn
+            # never starts a request pipelined behind one that closes.
+            return
         refusal: Refusal | None = self.app_state.get(EARLY_REFUSAL)
         if (
             refusal is not None

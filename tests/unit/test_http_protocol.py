@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
 
-from model_api.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from model_api.http_protocol import EARLY_REFUSAL, CoalescingHttpToolsProtocol, CoalescingTransport
 from tests.support import free_port, wait_until
 
 
@@ -118,3 +120,89 @@ def test_a_real_server_answers_pipelined_and_closing_requests_whole_and_in_order
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+class RefuseAll:
+    """A `Refusal` that refuses every POST with a fixed answer and records what it is offered."""
+
+    ANSWER = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 8\r\n\r\nrefused!"
+
+    def __init__(self) -> None:
+        self.offered: list[tuple[bytes, bytes]] = []
+
+    def answer(
+        self,
+        method: bytes,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        root_path: str,
+        default_headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> bytes | None:
+        self.offered.append((method, url))
+        if method != b"POST":
+            return None
+        return (
+            self.ANSWER if keep_alive else self.ANSWER.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
+        )
+
+
+def refusing_app(refusal: RefuseAll) -> Any:
+    """`app`, with a lifespan that hands the protocol `refusal` as the edge layer does."""
+
+    async def with_refusal(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()  # startup
+            scope["state"][EARLY_REFUSAL] = refusal
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # shutdown
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await app(scope, receive, send)
+
+    return with_refusal
+
+
+@contextmanager
+def refusing_server(refusal: RefuseAll, **config: Any) -> Iterator[tuple[uvicorn.Server, int]]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            refusing_app(refusal),
+            host="127.0.0.1",
+            port=port,
+            http=CoalescingHttpToolsProtocol,
+            lifespan="on",
+            log_level="warning",
+            **config,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), 30, "the server to start")
+        assert server.started
+        yield server, port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_after_a_refusal_that_closes_nothing_the_client_sent_behind_it_is_answered() -> None:
+    """HTTP/1.0 with keep-alive: the parser keeps going, but the server closes after the answer
+    (uvicorn's rule), so the requests pipelined behind it are neither refused (counted) nor run."""
+    refusal = RefuseAll()
+    with (
+        refusing_server(refusal) as (_, port),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
+    ):
+        conn.sendall(
+            b"POST /a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}"
+            b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            b"GET /cccc HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        received = b""
+        while chunk := conn.recv(65536):  # the server closes after the first answer
+            received += chunk
+    assert received == RefuseAll.ANSWER.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
+    assert refusal.offered == [(b"POST", b"/a")]
