@@ -162,6 +162,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 return
         super().on_headers_complete()
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Data cancels the keep-alive timeout, which uvicorn arms again when an answer completes:
+        # a refused request's body, arriving after its answer, would leave the idle connection
+        # open for good. Unless another request has started, the connection is idle again.
+        if (
+            isinstance(self.cycle, AnsweredCycle)
+            and self.timeout_keep_alive_task is None
+            and not self.transport.is_closing()
+            and not self.parser.should_upgrade()
+        ):
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]

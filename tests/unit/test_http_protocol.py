@@ -206,3 +206,21 @@ def test_after_a_refusal_that_closes_nothing_the_client_sent_behind_it_is_answer
             received += chunk
     assert received == RefuseAll.ANSWER.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
     assert refusal.offered == [(b"POST", b"/a")]
+
+
+def test_an_idle_connection_is_closed_after_a_refused_requests_body_arrives() -> None:
+    """The body of a refused request that arrives after its answer cancels the keep-alive timeout
+    (any data does); once it is read, the idle connection is timed out again, not held forever."""
+    refusal = RefuseAll()
+    with (
+        refusing_server(refusal, timeout_keep_alive=1) as (_, port),
+        socket.create_connection(("127.0.0.1", port), timeout=20) as conn,
+    ):
+        conn.sendall(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+        received = b""
+        while len(received) < len(RefuseAll.ANSWER):  # answered before the body is sent
+            received += conn.recv(65536)
+        conn.sendall(b"{}{}")
+        closed = conn.recv(65536)  # times out (fails) if the server never closes
+    assert received == RefuseAll.ANSWER
+    assert closed == b""
