@@ -159,6 +159,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 if not keep_alive:
                     self.transport.close()
                 self.on_response_complete()  # counts it, arms the keep-alive timeout
+                if self.flow.write_paused:
+                    # The client does not read its answers: read no more of what it sends until
+                    # it does (uvicorn's flow control, which the refusal bypasses; what was read
+                    # already is answered, up to one read's worth).
+                    self.flow.pause_reading()
                 return
         super().on_headers_complete()
 
@@ -176,6 +181,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if isinstance(self.cycle, AnsweredCycle) and not self.transport.is_closing():
+            self.flow.resume_reading()  # the client read its refusals: read it again
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -127,7 +127,8 @@ class RefuseAll:
 
     ANSWER = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 8\r\n\r\nrefused!"
 
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes = ANSWER) -> None:
+        self.refused = answer
         self.offered: list[tuple[bytes, bytes]] = []
 
     def answer(
@@ -143,7 +144,9 @@ class RefuseAll:
         if method != b"POST":
             return None
         return (
-            self.ANSWER if keep_alive else self.ANSWER.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
+            self.refused
+            if keep_alive
+            else self.refused.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
         )
 
 
@@ -224,3 +227,37 @@ def test_an_idle_connection_is_closed_after_a_refused_requests_body_arrives() ->
         closed = conn.recv(65536)  # times out (fails) if the server never closes
     assert received == RefuseAll.ANSWER
     assert closed == b""
+
+
+def test_a_client_that_does_not_read_its_refusals_is_not_read_either() -> None:
+    """Refusals are written as the requests are parsed, outside uvicorn's flow control: a client
+    pipelining small refused requests without reading the (larger) answers had the server read
+    all it sent and buffer every answer (1 GB of memory for 100 MB sent). Once the answers back up,
+    the server stops reading the client until it reads them."""
+    refusal = RefuseAll(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 1000\r\n\r\n" + b"x" * 1000)
+    requests = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" * 1000
+    with (
+        refusing_server(refusal, timeout_keep_alive=60) as (server, port),
+        socket.create_connection(("127.0.0.1", port), timeout=2) as conn,
+    ):
+        sent = 0
+        try:
+            while sent < 4_000_000:  # 75,000 requests, 75 MB of answers
+                conn.sendall(requests)
+                sent += len(requests)
+        except TimeoutError:
+            pass  # the server stopped reading
+        (protocol,) = server.server_state.connections
+        assert isinstance(protocol, CoalescingHttpToolsProtocol)
+        wait_until(lambda: protocol.flow.read_paused, 20, "the server to stop reading the client")
+        buffered = protocol.transport.get_write_buffer_size()
+        answered_then = len(refusal.offered)
+        # Once the client reads, the server reads again: every request is answered.
+        expected = sent // (len(requests) // 1000) * len(refusal.refused)
+        received = 0
+        while received < expected:
+            received += len(conn.recv(1 << 20))
+    # What was read before the answers backed up is answered: a read's worth at most (256 KiB).
+    assert buffered < 8_000_000, buffered
+    assert answered_then * len(requests) // 1000 < sent
+    assert received == expected and len(refusal.offered) == sent // (len(requests) // 1000)
