@@ -16,14 +16,19 @@ scope or app call (`middleware/admission.py`), and sent at once rather than afte
 callbacks; its body is read and dropped as it arrives, and the connection serves the next
 request. A request that arrives while another on the same connection is being answered
 (pipelining), or asks for `100-continue`, goes to the app as any other, whose edge layer refuses it
-the same way. Everything else is uvicorn's own; `model-api serve` selects it (`cli.py`).
+the same way. A client that does not read its answers is not read either: refusals stop the
+reading while the transport's buffer is full, and requests queued behind another (pipelined) keep
+it stopped until they have started (`QueueFlowControl`). Everything else is uvicorn's own;
+`model-api serve` selects it (`cli.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sized
 from typing import Any, Protocol
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 EARLY_REFUSAL = "model_api.early_refusal"
@@ -124,6 +129,26 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+class QueueFlowControl(FlowControl):
+    """uvicorn's flow control, which reads a connection again only once no request of it waits
+    in the protocol's queue (`pipeline`).
+
+    uvicorn pauses reading when a request arrives while another is answered, but resumes as soon
+    as an answer completes or a request reads its body, queued requests or not: each answer let
+    in another read's worth of requests, and a client pipelining without reading its answers had
+    all it sent queued (4 MB of small requests: 128,000 of them, ~400 MB). A queued request's body
+    has been read (the parser read past it), but the last one's: it is the last to start, and
+    reading resumes when it reads its body or completes."""
+
+    def __init__(self, transport: asyncio.Transport, queue: Sized) -> None:
+        super().__init__(transport)
+        self._queue = queue
+
+    def resume_reading(self) -> None:
+        if not self._queue:
+            super().resume_reading()
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's HttpToolsProtocol with a `CoalescingTransport` under its request cycles, which
     answers the app's early refusals itself."""
@@ -189,6 +214,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = QueueFlowControl(transport, self.pipeline)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
 
     def eof_received(self) -> None:

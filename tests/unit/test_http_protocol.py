@@ -261,3 +261,35 @@ def test_a_client_that_does_not_read_its_refusals_is_not_read_either() -> None:
     assert buffered < 8_000_000, buffered
     assert answered_then * len(requests) // 1000 < sent
     assert received == expected and len(refusal.offered) == sent // (len(requests) // 1000)
+
+
+def test_a_client_pipelining_without_reading_is_read_no_further_than_its_queue() -> None:
+    """uvicorn queues a request that arrives while another is answered, pauses reading, and reads
+    again as soon as an answer completes or a request reads its body: each answer let one more
+    read's worth of requests in, so a client pipelining without reading its answers had the server
+    queue all it sent (128,000 requests, ~400 MB, for 4 MB sent). Reading resumes once the queue
+    is empty: at most one read's worth (256 KiB, here 8,500 requests) waits."""
+    requests = b"GET /aaaa HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
+    per_request = len(requests) // 1000
+    with (
+        refusing_server(RefuseAll(), timeout_keep_alive=60) as (server, port),
+        socket.create_connection(("127.0.0.1", port), timeout=5) as conn,
+    ):
+        sent = 0
+        try:
+            while sent < 2_000_000:  # 64,000 requests
+                conn.sendall(requests)
+                sent += len(requests)
+        except TimeoutError:
+            pass  # the server stopped reading
+        received = b""
+        while received.count(b"!end") < 50:  # 50 answers: the server has read 50 times since
+            received += conn.recv(65536)
+        (protocol,) = server.server_state.connections
+        assert isinstance(protocol, CoalescingHttpToolsProtocol)
+        queued = len(protocol.pipeline)
+        answer = received.index(b"!end") + 4  # every answer is as long (Date's format is fixed)
+        while len(received) < answer * (sent // per_request):  # every request is answered
+            received += conn.recv(1 << 20)
+    assert queued < 10_000, queued
+    assert received.count(b"/aaa!end") == sent // per_request
