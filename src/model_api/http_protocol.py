@@ -16,14 +16,19 @@ scope or app call (`middleware/admission.py`), and sent at once rather than afte
 callbacks; its body is read and dropped as it arrives, and the connection serves the next
 request. A request that arrives while another on the same connection is being answered
 (pipelining), or asks for `100-continue`, goes to the app as any other, whose edge layer refuses it
-the same way. Everything else is uvicorn's own; `model-api serve` selects it (`cli.py`).
+the same way. A client that does not read its answers is not read either: refusals stop the
+reading while the transport's buffer is full, and requests queued behind another (pipelined) keep
+it stopped until they have started (`QueueFlowControl`). Everything else is uvicorn's own;
+`model-api serve` selects it (`cli.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sized
 from typing import Any, Protocol
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 EARLY_REFUSAL = "model_api.early_refusal"
@@ -124,11 +129,36 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+class QueueFlowControl(FlowControl):
+    """uvicorn's flow control, which reads a connection again only once no request of it waits
+    in the protocol's queue (`pipeline`).
+
+    uvicorn pauses reading when a request arrives while another is answered, but resumes as soon
+    as an answer completes or a request reads its body, queued requests or not: each answer let
+    in another read's worth of requests, and a client pipelining without reading its answers had
+    all it sent queued (4 MB of small requests: 128,000 of them, ~400 MB). A queued request's body
+    has been read (the parser read past it), but the last one's: it is the last to start, and
+    reading resumes when it reads its body or completes."""
+
+    def __init__(self, transport: asyncio.Transport, queue: Sized) -> None:
+        super().__init__(transport)
+        self._queue = queue
+
+    def resume_reading(self) -> None:
+        if not self._queue:
+            super().resume_reading()
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's HttpToolsProtocol with a `CoalescingTransport` under its request cycles, which
     answers the app's early refusals itself."""
 
     def on_headers_complete(self) -> None:
+        if isinstance(self.cycle, AnsweredCycle) and self.transport.is_closing():
+            # A refusal closed the connection (HTTP/1.0 with keep-alive, which the parser keeps
+            # parsing): what the client sent after it is neither answered nor counted, as uvicorn
+            # never starts a request pipelined behind one that closes.
+            return
         refusal: Refusal | None = self.app_state.get(EARLY_REFUSAL)
         if (
             refusal is not None
@@ -154,11 +184,37 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 if not keep_alive:
                     self.transport.close()
                 self.on_response_complete()  # counts it, arms the keep-alive timeout
+                if self.flow.write_paused:
+                    # The client does not read its answers: read no more of what it sends until
+                    # it does (uvicorn's flow control, which the refusal bypasses; what was read
+                    # already is answered, up to one read's worth).
+                    self.flow.pause_reading()
                 return
         super().on_headers_complete()
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Data cancels the keep-alive timeout, which uvicorn arms again when an answer completes:
+        # a refused request's body, arriving after its answer, would leave the idle connection
+        # open for good. Unless another request has started, the connection is idle again.
+        if (
+            isinstance(self.cycle, AnsweredCycle)
+            and self.timeout_keep_alive_task is None
+            and not self.transport.is_closing()
+            and not self.parser.should_upgrade()
+        ):
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if isinstance(self.cycle, AnsweredCycle) and not self.transport.is_closing():
+            self.flow.resume_reading()  # the client read its refusals: read it again
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = QueueFlowControl(transport, self.pipeline)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
 
     def eof_received(self) -> None:

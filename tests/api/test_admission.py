@@ -186,7 +186,7 @@ def raw_exchange(url: str, request: bytes) -> bytes:
 def split_answer(raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
     head, _, body = raw.partition(b"\r\n\r\n")
     status, *lines = head.split(b"\r\n")
-    headers = dict(line.split(b": ", 1) for line in lines)
+    headers = dict(line.split(b": ", 1) for line in lines)  # in the order sent
     headers.pop(b"date", None)  # the server's clock
     return status, headers, body
 
@@ -220,6 +220,7 @@ def test_the_protocol_refuses_with_the_edge_layers_bytes_and_keeps_the_connectio
             status, headers, refusal_body = split_answer(ours)
             edge_headers.pop(b"connection")
             assert (status, headers, refusal_body) == (edge_status, edge_headers, edge_body)
+            assert list(headers) == list(edge_headers), "the same headers in the same order"
             assert status == b"HTTP/1.1 503 Service Unavailable" and headers[b"retry-after"] == b"1"
             assert headers[b"x-request-id"] == b"rid-1"
         # A chunked body is dropped as it comes; HTTP/1.0 without keep-alive is closed after the answer.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
 
-from model_api.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from model_api.http_protocol import EARLY_REFUSAL, CoalescingHttpToolsProtocol, CoalescingTransport
 from tests.support import free_port, wait_until
 
 
@@ -118,3 +120,176 @@ def test_a_real_server_answers_pipelined_and_closing_requests_whole_and_in_order
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+class RefuseAll:
+    """A `Refusal` that refuses every POST with a fixed answer and records what it is offered."""
+
+    ANSWER = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 8\r\n\r\nrefused!"
+
+    def __init__(self, answer: bytes = ANSWER) -> None:
+        self.refused = answer
+        self.offered: list[tuple[bytes, bytes]] = []
+
+    def answer(
+        self,
+        method: bytes,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        root_path: str,
+        default_headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> bytes | None:
+        self.offered.append((method, url))
+        if method != b"POST":
+            return None
+        return (
+            self.refused
+            if keep_alive
+            else self.refused.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
+        )
+
+
+def refusing_app(refusal: RefuseAll) -> Any:
+    """`app`, with a lifespan that hands the protocol `refusal` as the edge layer does."""
+
+    async def with_refusal(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()  # startup
+            scope["state"][EARLY_REFUSAL] = refusal
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # shutdown
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await app(scope, receive, send)
+
+    return with_refusal
+
+
+@contextmanager
+def refusing_server(refusal: RefuseAll, **config: Any) -> Iterator[tuple[uvicorn.Server, int]]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            refusing_app(refusal),
+            host="127.0.0.1",
+            port=port,
+            http=CoalescingHttpToolsProtocol,
+            lifespan="on",
+            log_level="warning",
+            **config,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), 30, "the server to start")
+        assert server.started
+        yield server, port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_after_a_refusal_that_closes_nothing_the_client_sent_behind_it_is_answered() -> None:
+    """HTTP/1.0 with keep-alive: the parser keeps going, but the server closes after the answer
+    (uvicorn's rule), so the requests pipelined behind it are neither refused (counted) nor run."""
+    refusal = RefuseAll()
+    with (
+        refusing_server(refusal) as (_, port),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
+    ):
+        conn.sendall(
+            b"POST /a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}"
+            b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            b"GET /cccc HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        received = b""
+        while chunk := conn.recv(65536):  # the server closes after the first answer
+            received += chunk
+    assert received == RefuseAll.ANSWER.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
+    assert refusal.offered == [(b"POST", b"/a")]
+
+
+def test_an_idle_connection_is_closed_after_a_refused_requests_body_arrives() -> None:
+    """The body of a refused request that arrives after its answer cancels the keep-alive timeout
+    (any data does); once it is read, the idle connection is timed out again, not held forever."""
+    refusal = RefuseAll()
+    with (
+        refusing_server(refusal, timeout_keep_alive=1) as (_, port),
+        socket.create_connection(("127.0.0.1", port), timeout=20) as conn,
+    ):
+        conn.sendall(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+        received = b""
+        while len(received) < len(RefuseAll.ANSWER):  # answered before the body is sent
+            received += conn.recv(65536)
+        conn.sendall(b"{}{}")
+        closed = conn.recv(65536)  # times out (fails) if the server never closes
+    assert received == RefuseAll.ANSWER
+    assert closed == b""
+
+
+def test_a_client_that_does_not_read_its_refusals_is_not_read_either() -> None:
+    """Refusals are written as the requests are parsed, outside uvicorn's flow control: a client
+    pipelining small refused requests without reading the (larger) answers had the server read
+    all it sent and buffer every answer (1 GB of memory for 100 MB sent). Once the answers back up,
+    the server stops reading the client until it reads them."""
+    refusal = RefuseAll(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 1000\r\n\r\n" + b"x" * 1000)
+    requests = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" * 1000
+    with (
+        refusing_server(refusal, timeout_keep_alive=60) as (server, port),
+        socket.create_connection(("127.0.0.1", port), timeout=2) as conn,
+    ):
+        sent = 0
+        try:
+            while sent < 4_000_000:  # 75,000 requests, 75 MB of answers
+                conn.sendall(requests)
+                sent += len(requests)
+        except TimeoutError:
+            pass  # the server stopped reading
+        (protocol,) = server.server_state.connections
+        assert isinstance(protocol, CoalescingHttpToolsProtocol)
+        wait_until(lambda: protocol.flow.read_paused, 20, "the server to stop reading the client")
+        buffered = protocol.transport.get_write_buffer_size()
+        answered_then = len(refusal.offered)
+        # Once the client reads, the server reads again: every request is answered.
+        expected = sent // (len(requests) // 1000) * len(refusal.refused)
+        received = 0
+        while received < expected:
+            received += len(conn.recv(1 << 20))
+    # What was read before the answers backed up is answered: a read's worth at most (256 KiB).
+    assert buffered < 8_000_000, buffered
+    assert answered_then * len(requests) // 1000 < sent
+    assert received == expected and len(refusal.offered) == sent // (len(requests) // 1000)
+
+
+def test_a_client_pipelining_without_reading_is_read_no_further_than_its_queue() -> None:
+    """uvicorn queues a request that arrives while another is answered, pauses reading, and reads
+    again as soon as an answer completes or a request reads its body: each answer let one more
+    read's worth of requests in, so a client pipelining without reading its answers had the server
+    queue all it sent (128,000 requests, ~400 MB, for 4 MB sent). Reading resumes once the queue
+    is empty: at most one read's worth (256 KiB, here 8,500 requests) waits."""
+    requests = b"GET /aaaa HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
+    per_request = len(requests) // 1000
+    with (
+        refusing_server(RefuseAll(), timeout_keep_alive=60) as (server, port),
+        socket.create_connection(("127.0.0.1", port), timeout=5) as conn,
+    ):
+        sent = 0
+        try:
+            while sent < 2_000_000:  # 64,000 requests
+                conn.sendall(requests)
+                sent += len(requests)
+        except TimeoutError:
+            pass  # the server stopped reading
+        received = b""
+        while received.count(b"!end") < 50:  # 50 answers: the server has read 50 times since
+            received += conn.recv(65536)
+        (protocol,) = server.server_state.connections
+        assert isinstance(protocol, CoalescingHttpToolsProtocol)
+        queued = len(protocol.pipeline)
+        answer = received.index(b"!end") + 4  # every answer is as long (Date's format is fixed)
+        while len(received) < answer * (sent // per_request):  # every request is answered
+            received += conn.recv(1 << 20)
+    assert queued < 10_000, queued
+    assert received.count(b"/aaa!end") == sent // per_request

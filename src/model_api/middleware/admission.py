@@ -56,13 +56,15 @@ class _Answer(NamedTuple):
 
     route: str
     head: bytes
-    """The headers that do not change: content type, Retry-After, the security headers."""
+    """The headers before Content-Length, in the order the edge layer sends them (Retry-After)."""
+    tail: bytes
+    """The headers after it: content type, the security headers."""
     before: bytes
     after: bytes | None
     """None when the body has no request id in it."""
 
 
-_NOT_REFUSED = _Answer("", b"", b"", None)
+_NOT_REFUSED = _Answer("", b"", b"", b"", None)
 _PLACEHOLDER = "0" * 32
 """Stands for the request id while a path's answer is rendered (a generated id's shape)."""
 PATHS_REMEMBERED = 1024
@@ -122,7 +124,9 @@ class EarlyRefusal:
         parts = [b"HTTP/1.1 503 Service Unavailable\r\n"]
         parts.extend(b"%s: %s\r\n" % header for header in default_headers)
         parts.append(rendered.head)
-        parts.append(b"x-request-id: %s\r\ncontent-length: %d\r\n" % (rid, len(body)))
+        parts.append(b"content-length: %d\r\n" % len(body))
+        parts.append(rendered.tail)
+        parts.append(b"x-request-id: %s\r\n" % rid)
         if not keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
@@ -153,7 +157,9 @@ class EarlyRefusal:
         if not PREDICTION_PATHS.fullmatch(route_path(scope)):
             return _NOT_REFUSED
         response = error_response(Overloaded(OVERLOADED), scope)
-        headers = [(k, v) for k, v in response.raw_headers if k != b"content-length"]
-        head = b"".join(b"%s: %s\r\n" % h for h in with_security_headers(headers, cacheable=False))
+        headers = b"".join(
+            b"%s: %s\r\n" % h for h in with_security_headers(response.raw_headers, cacheable=False)
+        )
+        head, _, tail = headers.partition(b"content-length: %d\r\n" % len(response.body))
         before, sep, after = bytes(response.body).partition(_PLACEHOLDER.encode())
-        return _Answer(self.access.route_template(scope), head, before, after if sep else None)
+        return _Answer(self.access.route_template(scope), head, tail, before, after if sep else None)
