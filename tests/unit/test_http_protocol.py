@@ -87,15 +87,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def test_a_real_server_answers_pipelined_and_closing_requests_whole_and_in_order() -> None:
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=CoalescingHttpToolsProtocol, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started or not thread.is_alive(), 30, "the server to start")
+    with protocol_server(None) as (_, port):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(
                 b"GET /aaaa HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -117,9 +109,6 @@ def test_a_real_server_answers_pipelined_and_closing_requests_whole_and_in_order
                 while chunk := conn.recv(65536):
                     received += chunk
             assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"/ddd!end"), received
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 class RefuseAll:
@@ -150,13 +139,14 @@ class RefuseAll:
         )
 
 
-def refusing_app(refusal: RefuseAll) -> Any:
-    """`app`, with a lifespan that hands the protocol `refusal` as the edge layer does."""
+def refusing_app(refusal: RefuseAll | None) -> Any:
+    """`app`, with a lifespan that hands the protocol `refusal` as the edge layer does (None: none)."""
 
     async def with_refusal(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await receive()  # startup
-            scope["state"][EARLY_REFUSAL] = refusal
+            if refusal is not None:
+                scope["state"][EARLY_REFUSAL] = refusal
             await send({"type": "lifespan.startup.complete"})
             await receive()  # shutdown
             await send({"type": "lifespan.shutdown.complete"})
@@ -167,7 +157,7 @@ def refusing_app(refusal: RefuseAll) -> Any:
 
 
 @contextmanager
-def refusing_server(refusal: RefuseAll, **config: Any) -> Iterator[tuple[uvicorn.Server, int]]:
+def protocol_server(refusal: RefuseAll | None, **config: Any) -> Iterator[tuple[uvicorn.Server, int]]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -196,7 +186,7 @@ def test_after_a_refusal_that_closes_nothing_the_client_sent_behind_it_is_answer
     (uvicorn's rule), so the requests pipelined behind it are neither refused (counted) nor run."""
     refusal = RefuseAll()
     with (
-        refusing_server(refusal) as (_, port),
+        protocol_server(refusal) as (_, port),
         socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
     ):
         conn.sendall(
@@ -216,7 +206,7 @@ def test_an_idle_connection_is_closed_after_a_refused_requests_body_arrives() ->
     (any data does); once it is read, the idle connection is timed out again, not held forever."""
     refusal = RefuseAll()
     with (
-        refusing_server(refusal, timeout_keep_alive=1) as (_, port),
+        protocol_server(refusal, timeout_keep_alive=1) as (_, port),
         socket.create_connection(("127.0.0.1", port), timeout=20) as conn,
     ):
         conn.sendall(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
@@ -237,7 +227,7 @@ def test_a_client_that_does_not_read_its_refusals_is_not_read_either() -> None:
     refusal = RefuseAll(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 1000\r\n\r\n" + b"x" * 1000)
     requests = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" * 1000
     with (
-        refusing_server(refusal, timeout_keep_alive=60) as (server, port),
+        protocol_server(refusal, timeout_keep_alive=60) as (server, port),
         socket.create_connection(("127.0.0.1", port), timeout=2) as conn,
     ):
         sent = 0
@@ -272,7 +262,7 @@ def test_a_client_pipelining_without_reading_is_read_no_further_than_its_queue()
     requests = b"GET /aaaa HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
     per_request = len(requests) // 1000
     with (
-        refusing_server(RefuseAll(), timeout_keep_alive=60) as (server, port),
+        protocol_server(RefuseAll(), timeout_keep_alive=60) as (server, port),
         socket.create_connection(("127.0.0.1", port), timeout=5) as conn,
     ):
         sent = 0
