@@ -26,8 +26,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from model_api.contract import MAX_DETAILS, Batch, InputSchema, unknown_detail
+from model_api.contract import Batch, InputSchema
 from model_api.errors import BadRequest, ErrorDetail, InvalidInput, TooManyRows, UnsupportedMediaType
+from model_api.values import MAX_DETAILS, unknown_detail
 
 JSON_FORMS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 """The JSON forms of MLflow's scoring protocol; a body carries exactly one, and optionally params."""

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model_api.contract import Feature, InputSchema, Kind
+from model_api.contract import InputSchema
 from model_api.dtypes import relaxed_schema
 from model_api.errors import ModelLoadError
+from model_api.features import Feature, Kind
 from model_api.inputs import ModelSpec
 from model_api.registry import FLAVORS, LoadedModel
 

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model_api.contract import Batch, Feature, InputSchema, Kind
+from model_api.contract import Batch, InputSchema
 from model_api.fastpath import ColumnSpec, FastPath, build_fast_path
 from model_api.fastpath.verify import UNKNOWN, compare
+from model_api.features import Feature, Kind
 
 SPECS = [
     ColumnSpec("income", "double"),

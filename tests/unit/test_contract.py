@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from model_api.api.predict import parse_predict
-from model_api.contract import Batch, Feature, InputSchema, Kind
+from model_api.contract import Batch, InputSchema
 from model_api.errors import InvalidInput, TooManyRows
+from model_api.features import Feature, Kind
 from model_api.registry import LoadedModel
 from model_api.signature import build_input_schema
 

@@ -15,7 +15,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from model_api.api.openapi import feature_schema
-from model_api.contract import InputSchema, Kind
+from model_api.contract import InputSchema
+from model_api.features import Kind
 from model_api.registry import LoadedModel
 from model_api.signature import build_input_schema
 

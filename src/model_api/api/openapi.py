@@ -9,8 +9,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from model_api.contract import INT_RANGE, NUMBER_LIMIT, Feature, InputSchema, Kind
+from model_api.contract import InputSchema
 from model_api.dataplane import DataPlane
+from model_api.features import INT_RANGE, NUMBER_LIMIT, Feature, Kind
 from model_api.middleware.api_keys import is_open
 
 BEARER = "BearerAuth"

@@ -11,11 +11,11 @@ from model_api.api.body import DataPlaneDep, read_json
 from model_api.api.errors import request_id_of
 from model_api.api.models import ERROR_RESPONSES, PredictResponse
 from model_api.api.route import DataPlaneRoute
-from model_api.contract import MAX_DETAILS, unknown_detail
 from model_api.dataplane import InferenceRequest, InferenceResult
 from model_api.errors import ErrorDetail, InvalidInput
 from model_api.responses import JSONResponse
 from model_api.rows import Records, Rows
+from model_api.values import MAX_DETAILS, unknown_detail
 
 router = APIRouter(route_class=DataPlaneRoute)
 

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model_api.contract import Batch, InputSchema, Kind
+from model_api.contract import Batch, InputSchema
 from model_api.dataplane import InferenceRequest, InferenceResult
 from model_api.errors import BadRequest, ErrorDetail, InvalidInput, TooManyRows
+from model_api.features import Kind
 from model_api.inputs import ModelInput, ModelSpec, parse_mlflow_json
 
 PREDICT = "predict"

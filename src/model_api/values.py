@@ -1,0 +1,158 @@
+"""One column of a request checked against its feature, and the faults a check reports.
+
+A column's values are checked with plain Python loops (or, for a long column, first in bulk) and
+converted to what the model takes (a missing value becomes NaN, an integral float an integer);
+`Faults` collects what is wrong, up to `MAX_DETAILS`, and raises it as one InvalidInput (422).
+Names a client sent that the model does not know are repeated back only when plain.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from model_api.errors import ErrorDetail, InvalidInput
+from model_api.features import INT_RANGE, NUMBER_LIMIT, Feature, Kind
+
+MAX_DETAILS = 10
+"""How many faults a refused request lists (the scan stops there)."""
+_EXACT_FLOAT_INT = 2**53
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:\- ]{1,64}")
+
+
+def unknown_parts(what: str, name: Any, row: int | None = None) -> tuple[str, int | None, str | None]:
+    """An unknown name is repeated back only when it is a plain name: never arbitrary client text."""
+    if isinstance(name, str) and _PLAIN_NAME.fullmatch(name):
+        return what, row, name
+    return f"{what}; its name is not repeated (not a plain name of at most 64 characters)", row, None
+
+
+def unknown_detail(what: str, name: Any) -> ErrorDetail:
+    """A fault about an unknown name, repeating the name only when it is a plain one."""
+    message, row, field = unknown_parts(what, name)
+    return ErrorDetail(message, row=row, field=field)
+
+
+_OUT_OF_RANGE = "must be a finite number within ±3.4e38 (no NaN or infinity)"
+
+
+class Faults:
+    """Collects request faults; stops the scan once enough are known to be useful."""
+
+    def __init__(self) -> None:
+        self.items: list[ErrorDetail] = []
+        self.count = 0
+
+    def add(self, message: str, row: int | None = None, field: str | None = None) -> None:
+        self.count += 1
+        if len(self.items) < MAX_DETAILS:
+            self.items.append(ErrorDetail(message, row, field))
+
+    @property
+    def full(self) -> bool:
+        return self.count >= MAX_DETAILS
+
+    def raise_if_any(self) -> None:
+        if self.full:  # the scan stopped here: there may be more
+            raise InvalidInput(
+                f"the request has invalid values; the first {MAX_DETAILS} are listed", self.items
+            )
+        if self.count:
+            raise InvalidInput(f"{self.count} invalid value(s) in the request", self.items)
+
+
+BULK_MIN_ROWS = 16
+"""From this many values a column is first checked in bulk (a few C-level passes over the list,
+about 3 us for 64 values against 10 us one value at a time, measured); a column that fails the bulk
+check is checked value by value, which finds and describes what is wrong."""
+_NUMBERS = frozenset({float, int})
+_BULK_NUMBER_LIMIT = NUMBER_LIMIT / 2  # below it, a float64 conversion cannot carry a value across the limit
+
+
+def _valid_in_bulk(feature: Feature, values: list[Any]) -> bool:
+    """Whether every value is already what the model wants (right type, in range, no null to
+    replace): then the per-value check would change nothing and report nothing."""
+    types = set(map(type, values))
+    kind = feature.kind
+    try:
+        if kind in (Kind.DOUBLE, Kind.FLOAT):
+            if not types <= _NUMBERS:
+                return False
+            magnitude = np.abs(np.array(values, dtype=np.float64))
+            return bool(magnitude.max() < _BULK_NUMBER_LIMIT)  # NaN fails this too
+        if kind in (Kind.LONG, Kind.INTEGER):
+            if types != {int}:
+                return False
+            low, high = INT_RANGE[kind]
+            return bool(low <= min(values) and max(values) <= high)
+    except (OverflowError, ValueError):  # an integer too large for a float64
+        return False
+    if kind is Kind.BOOLEAN:
+        return types == {bool}
+    if types != {str}:
+        return False
+    return feature.allowed is None or feature.allowed.issuperset(values)
+
+
+def check_column(feature: Feature, values: list[Any], errors: Faults) -> list[Any]:
+    """Check one column's values against its feature; returns the values as the model wants them."""
+    if len(values) >= BULK_MIN_ROWS and _valid_in_bulk(feature, values):
+        return values
+    kind = feature.kind
+    name = feature.name
+    nullable = not feature.required
+    if kind in (Kind.DOUBLE, Kind.FLOAT):
+        for i, v in enumerate(values):
+            t = type(v)
+            if t is float or t is int:
+                if not -NUMBER_LIMIT <= v <= NUMBER_LIMIT:  # NaN fails this too
+                    errors.add(_OUT_OF_RANGE, i, name)
+            elif v is None and nullable:
+                values[i] = math.nan
+            else:
+                errors.add("expected a number", i, name)
+            if errors.full:
+                break
+    elif kind in (Kind.LONG, Kind.INTEGER):
+        low, high = INT_RANGE[kind]
+        # An integral float is taken as the integer only where floats are exact: beyond 2**53 (an
+        # out-of-range integer literal is parsed as a float) it may not be the integer that was sent.
+        flow, fhigh = max(low, -_EXACT_FLOAT_INT), min(high, _EXACT_FLOAT_INT)
+        for i, v in enumerate(values):
+            t = type(v)
+            if t is int:
+                if not low <= v <= high:
+                    errors.add(f"integer out of range for {kind.value}", i, name)
+            elif t is float and v.is_integer() and flow <= v <= fhigh:
+                values[i] = int(v)
+            elif v is None and nullable:
+                values[i] = math.nan
+            else:
+                errors.add("expected an integer", i, name)
+            if errors.full:
+                break
+    elif kind is Kind.BOOLEAN:
+        for i, v in enumerate(values):
+            if type(v) is not bool and not (v is None and nullable):
+                errors.add("expected true or false", i, name)
+                if errors.full:
+                    break
+    else:
+        allowed = feature.allowed
+        for i, v in enumerate(values):
+            if type(v) is str:
+                if allowed is not None and v not in allowed:
+                    shown = ", ".join(map(str, feature.categories or ()))
+                    errors.add(f"unknown category; the model knows: {shown}", i, name)
+            elif v is None and nullable:
+                # pandas' missing value, whatever the other rows hold: a None would read as one
+                # more category to an encoder (inputs.py, "One difference from MLflow").
+                values[i] = math.nan
+            else:
+                errors.add("expected a string", i, name)
+            if errors.full:
+                break
+    return values
