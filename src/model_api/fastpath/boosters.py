@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from model_api.fastpath.preprocess import Unsupported
-from model_api.fastpath.trees import Evaluator, Result, threads
+from model_api.fastpath.trees import Evaluator, Result, gtil
 
 
 def _xgb_thresholds(booster: Any) -> dict[int, np.ndarray]:
@@ -70,11 +70,10 @@ def _xgb_makers(booster: Any, finish: Finish, classifier: bool, **predict: Any) 
     def with_treelite() -> Evaluator:
         import treelite
 
-        model = treelite.frontend.from_xgboost(booster)
+        predict = gtil(treelite.frontend.from_xgboost(booster))
 
         def run(X: np.ndarray, probabilities: bool) -> Result:
-            out = treelite.gtil.predict(model, X.astype(np.float32), nthread=threads(X))
-            out = out.reshape(X.shape[0], -1)
+            out = predict(X.astype(np.float32)).reshape(X.shape[0], -1)
             return finish(out[:, 0] if out.shape[1] == 1 else out, probabilities)
 
         return Evaluator("treelite GTIL", run, classifier, True, thresholds, n_trees)
@@ -129,10 +128,10 @@ def _lgb_makers(booster: Any, finish: Finish, classifier: bool) -> Makers:
     def with_treelite() -> Evaluator:
         import treelite
 
-        model = treelite.frontend.from_lightgbm(booster)
+        predict = gtil(treelite.frontend.from_lightgbm(booster))
 
         def run(X: np.ndarray, probabilities: bool) -> Result:
-            out = np.asarray(treelite.gtil.predict(model, X, nthread=threads(X))).reshape(X.shape[0], -1)
+            out = predict(X).reshape(X.shape[0], -1)
             return finish(out[:, 0] if out.shape[1] == 1 else out, probabilities)
 
         return Evaluator("treelite GTIL", run, classifier, False, thresholds, n_trees)
