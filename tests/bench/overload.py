@@ -10,9 +10,11 @@ second (the shed, in-flight and queue metrics are reported when the server expor
 Reported: admitted (200) req/s during the spike (answers completed in it) and the p99 of the requests
 due in it, the share refused (503) and the p99 time
 of a refusal, client timeouts, 5xx other than 503, connection errors, whether /health always
-answered, and the recovery time: from the spike's end until every 250 ms window of the tail (by
-due time) has only 200s and a p99 within 1.5x the baseline's p99 (a window holds a tenth of the
-baseline's samples, hence the slack). Each target prints PASS or FAIL; results go to stdout,
+answered, and the recovery time: from the spike's end to the first of four 250 ms windows of the
+tail in a row (by due time) with only 200s and a p99 within 1.5x the baseline's p99 (a window holds
+a tenth of the baseline's samples, hence the slack), from which the rest of the tail, as a whole,
+has only 200s and a p99 within that line too (`recovery_s`). Each target prints PASS or FAIL;
+results go to stdout,
 bench-results/overload.json and bench-results/overload.md. The exit code is 0 whatever the targets
 say (today's server fails them; the measurement is the product), 1 if the run itself failed.
 """
@@ -41,6 +43,8 @@ WINDOW_S = 0.25
 """Recovery is judged on windows of this many seconds of the tail, by due time."""
 RECOVERY_SLACK = 1.5
 """A tail window is normal when its p99 is within this factor of the baseline's p99."""
+RECOVERY_RUN = 4
+"""Recovered: this many normal windows in a row (1 s), and the rest of the tail normal as a whole."""
 HEALTH_EVERY_S = 0.2
 HEALTH_TIMEOUT_S = 1.0
 """A /health poll counts as answered when it is 200 within this time."""
@@ -105,7 +109,16 @@ def p99_ms(values: np.ndarray) -> float:
 def recovery_s(
     due: np.ndarray, latency: np.ndarray, status: np.ndarray, start: float, end: float, limit_s: float
 ) -> float | None:
-    """Seconds from ``start`` to the first window after which every window of [start, end) is normal."""
+    """Seconds from ``start`` to the first of ``RECOVERY_RUN`` normal windows in a row (only 200s,
+    p99 within ``limit_s``) from which the rest of [start, end) is normal as a whole: only 200s
+    and a p99 within ``limit_s``; None if no such window.
+
+    Not "until every later window is normal": at half capacity a 250 ms window's p99 is its 4th
+    slowest request, and the baseline's own windows pass the line now and then (in one run, 16
+    baseline windows ranged 4-19 ms against a line of 20 ms), so that criterion reported the last
+    noisy window of the tail, however long ago the spike's backlog had cleared. A backlog clears
+    once and stays cleared; a tail that stays slow or keeps refusing fails the check of the rest
+    as a whole."""
     edges = np.arange(start, end - 1e-9, WINDOW_S)
     normal = []
     for lo in edges:
@@ -116,12 +129,13 @@ def recovery_s(
             and int(ok.sum()) == int(sel.sum())
             and float(np.percentile(latency[ok], 99)) <= limit_s
         )
-    if not normal or not normal[-1]:
-        return None
-    first = len(normal)
-    while first > 0 and normal[first - 1]:
-        first -= 1
-    return float(edges[first] - start)
+    for i, lo in enumerate(edges[: max(0, len(edges) - RECOVERY_RUN + 1)]):
+        if not all(normal[i : i + RECOVERY_RUN]):
+            continue
+        rest = (due >= lo) & (due < end)
+        if bool((status[rest] == 200).all()) and float(np.percentile(latency[rest], 99)) <= limit_s:
+            return float(lo - start)
+    return None
 
 
 def analyse(

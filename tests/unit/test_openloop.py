@@ -95,7 +95,7 @@ def arrays(statuses: list[int], latencies: list[float], step: float) -> dict[str
     }
 
 
-def test_recovery_is_the_start_of_the_last_run_of_normal_windows() -> None:
+def test_recovery_is_the_start_of_a_second_of_normal_windows_after_which_the_tail_stays_normal() -> None:
     step = 0.05  # 5 requests a 250 ms window
     latency = [0.5] * 20 + [0.001] * 40  # slow for the first second of the tail, then normal
     status = [200] * 60
@@ -104,6 +104,21 @@ def test_recovery_is_the_start_of_the_last_run_of_normal_windows() -> None:
     assert recovery_s(due, np.array(latency), np.array(status), 0.0, 3.0, 0.01) == pytest.approx(1.0)
     status[55] = 0  # a timeout in the last window: not recovered within the tail
     assert recovery_s(due, np.array(latency), np.array(status), 0.0, 3.0, 0.01) is None
+
+
+def test_one_noisy_window_late_in_a_normal_tail_is_not_the_spike() -> None:
+    step = 0.001  # 250 requests a window, 10 s of tail
+    n = 10_000
+    latency = np.full(n, 0.001)
+    latency[:100] = 0.5  # the spike's backlog: the first 100 ms
+    latency[7_000:7_005] = 0.05  # 5 slow requests 7 s later: that window's p99 is over the line
+    due = np.arange(n) * step
+    status = np.full(n, 200)
+    assert recovery_s(due, latency, status, 0.0, 10.0, 0.01) == pytest.approx(0.25)
+    # a tail that stays slow now and then is not recovered: one window in four over the line
+    for start in range(1_000, n, 1_000):
+        latency[start : start + 20] = 0.05
+    assert recovery_s(due, latency, status, 0.0, 10.0, 0.01) is None
 
 
 def test_the_report_splits_spike_and_tail_and_judges_the_targets() -> None:
