@@ -44,14 +44,16 @@ def middleware_stack(settings: Settings, keys: list[str], plane: DataPlane) -> l
     """Every layer a request passes before its route, outermost first.
 
     First the edge (middleware/edge.py): the request id, the refusal of a prediction request past
-    the worker's bound (before any other work), the metrics and access line, the security headers
+    the worker's bound (before any other work; with CORS on, the route's admit refuses, inside CORS,
+    so a browser can read the 503), the metrics and access line, the security headers
     and the 500 for an unexpected exception, for every answer including the guards' refusals
     below it. CORS answers a browser's preflight before keys are asked for (a preflight never
     carries them); keys are checked before a body is read; the body limit bounds every body as it
     is read; with CORS on, an unexpected exception's 500 is rendered innermost, inside CORS.
     """
-    stack = [Middleware(EdgeMiddleware, plane=plane)]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    # With CORS on, refusals are answered inside it (by admit), so a browser can read them.
+    stack = [Middleware(EdgeMiddleware, plane=plane, refuse_early=not origins)]
     if origins:
         stack.append(
             Middleware(
@@ -65,7 +67,7 @@ def middleware_stack(settings: Settings, keys: list[str], plane: DataPlane) -> l
                     "X-Request-ID",
                     "X-Request-Timeout",
                 ],
-                expose_headers=["X-Request-ID"],
+                expose_headers=["X-Request-ID", "Retry-After"],
                 max_age=600,
             )
         )

@@ -172,6 +172,40 @@ def test_past_the_bound_every_protocol_refuses_in_its_shape(
     assert spy.answered == (0 if http == "httptools" else 5)
 
 
+@PROTOCOLS
+def test_with_cors_on_a_browser_can_read_the_refusal(
+    registry: Any, champion: LoadedModel, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal answered outside CORS would carry no Access-Control-Allow-Origin: the browser would
+    report a network error, not a 503 to back off from. With CORS on, the route refuses, inside it,
+    still before the body is read; Retry-After is exposed to the page's script."""
+    spy = Spy(monkeypatch)
+    origin = "https://app.example.org"
+    with held_server(registry, champion, http=http, max_in_flight=1, cors_origins=origin) as held:
+        refused = httpx.post(
+            f"{held.url}/predict",
+            content=b"{not json",
+            headers={"content-type": "application/json", "origin": origin},
+        )
+        other = httpx.post(
+            f"{held.url}/v2/models/{MODEL}/infer",
+            content=b"{not json",
+            headers={"origin": "https://elsewhere.example.org"},
+        )
+        during = held.metrics()
+        assert held.release().status_code == 200
+
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert refused.headers["access-control-allow-origin"] == origin
+    exposed = {h.strip().lower() for h in refused.headers["access-control-expose-headers"].split(",")}
+    assert {"retry-after", "x-request-id"} <= exposed
+    assert other.status_code == 503 and "access-control-allow-origin" not in other.headers
+    assert value(during, "requests_shed_total", reason="overloaded") == 2
+    assert spy.answered == 0, "not answered in the protocol, outside CORS"
+    assert held.model.calls == [len(held.rows)]
+
+
 def raw_exchange(url: str, request: bytes) -> bytes:
     """Send `request` on a new connection and read until the server has answered and closed."""
     host, port = url.removeprefix("http://").split(":")

@@ -6,7 +6,13 @@ answer (`security_headers.py`); and an exception no route expected, answered as 
 service's shape by the one error renderer, with the request id and the headers like any answer
 (Starlette would answer it outside every layer of ours, with neither).
 
-It also hands the server its early refusal (`admission.EarlyRefusal`): at the lifespan's start it
+With CORS on, there is no early refusal: a refusal answered here or in the protocol would carry
+no Access-Control-Allow-Origin (CORS sits inside this layer), and a browser would see a network
+error instead of a 503 it can read and back off from. The route's `DataPlane.admit` then refuses,
+inside CORS and still before the body is read, at the cost of routing (about 70 us a refusal
+instead of 25).
+
+Otherwise it hands the server its early refusal (`admission.EarlyRefusal`): at the lifespan's start it
 puts one in the lifespan state (ASGI's state extension, the dict uvicorn gives its protocols as
 `app_state`), where model-api's HTTP protocol finds it (`http_protocol.py`); another server never
 looks, and the refusal below answers all the same.
@@ -37,14 +43,17 @@ class EdgeMiddleware:
     500 for an unexpected exception, for every HTTP request; the protocol's refusal, handed over
     at the lifespan's start, counts in the same metrics (one `AccessLog`)."""
 
-    def __init__(self, app: ASGIApp, plane: DataPlane) -> None:
+    def __init__(self, app: ASGIApp, plane: DataPlane, *, refuse_early: bool = True) -> None:
+        """Without `refuse_early` (CORS on), neither this layer nor the protocol refuses: the
+        route's `DataPlane.admit` does, inside CORS, before the body is read."""
         self.app = app
         self.plane = plane
         self.access = AccessLog(plane.metrics)
+        self.refuse_early = refuse_early
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "lifespan" and "state" in scope:
+            if scope["type"] == "lifespan" and "state" in scope and self.refuse_early:
                 scope["state"][EARLY_REFUSAL] = EarlyRefusal(self.plane, self.access, scope["app"])
             await self.app(scope, receive, send)
             return
@@ -69,7 +78,7 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            refused = refusal(self.plane, scope)
+            refused = refusal(self.plane, scope) if self.refuse_early else None
             if refused is not None:
                 await error_response(refused, scope)(scope, receive, send_with_headers)
             else:
