@@ -157,6 +157,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's HttpToolsProtocol with a `CoalescingTransport` under its request cycles, which
     answers the app's early refusals itself."""
 
+    _coalescing: CoalescingTransport
+    """The transport under the request cycles (set when the connection is made)."""
+
     def on_headers_complete(self) -> None:
         if isinstance(self.cycle, AnsweredCycle) and self.transport.is_closing():
             # A refusal closed the connection (HTTP/1.0 with keep-alive, which the parser keeps
@@ -181,10 +184,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             )
             if answer is not None:
                 self.cycle = AnsweredCycle()  # type: ignore[assignment]
-                if isinstance(self.transport, CoalescingTransport):
-                    self.transport.write_now(answer)
-                else:
-                    self.transport.write(answer)
+                self._coalescing.write_now(answer)
                 if not keep_alive:
                     self.transport.close()
                 self.on_response_complete()  # counts it, arms the keep-alive timeout
@@ -219,14 +219,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = QueueFlowControl(transport, self.pipeline)
-        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+        self._coalescing = CoalescingTransport(transport, self.loop)
+        self.transport = self._coalescing  # type: ignore[assignment]
 
     def eof_received(self) -> None:
-        if isinstance(self.transport, CoalescingTransport):
-            self.transport.write_through()
+        self._coalescing.write_through()
         super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if isinstance(self.transport, CoalescingTransport):
-            self.transport.lost()
+        self._coalescing.lost()
         super().connection_lost(exc)
