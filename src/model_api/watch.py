@@ -22,6 +22,7 @@ the model's own classes (at most MAX_CLASSES, beyond that "other") and its signa
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 import weakref
@@ -48,6 +49,9 @@ MAX_CLASSES = 50
 """Classes counted by name; a model with more counts the rest as "other" (labels stay bounded)."""
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 KINDS = ("missing", "unknown", "out_of_range")
+COUNT_FIRST_ROWS = 8
+"""From this many rows, a batch's predicted classes are counted first and each class's counter is
+incremented once (a counter's increment takes a lock: ~1 us; counting costs ~3 us)."""
 
 
 class PredictionMetrics:
@@ -122,8 +126,12 @@ class ModelWatch:
         """Count one answered batch: its predicted classes or values, and its flagged features."""
         labels = prediction.labels
         if self.is_classifier:
-            for label in labels:
-                self.class_counts.get(label, self.other_class).inc()
+            if len(labels) < COUNT_FIRST_ROWS:
+                for label in labels:
+                    self.class_counts.get(label, self.other_class).inc()
+            else:  # one increment per class: 64 rows of two classes 62 -> 7 us
+                for label, n in collections.Counter(labels).items():
+                    self.class_counts.get(label, self.other_class).inc(n)
             if self.probability is not None and prediction.probabilities is not None:
                 for p in prediction.probabilities[:, 1].tolist():
                     self.probability.observe(p)

@@ -9,6 +9,7 @@ import json
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from model_api.registry import LoadedModel
 from model_api.settings import Settings
 from model_api.signature import model_spec
 from model_api.watch import (
+    COUNT_FIRST_ROWS,
     ModelWatch,
     PredictionMetrics,
     Watch,
@@ -78,6 +80,17 @@ def test_a_label_the_model_does_not_know_counts_as_other(predictor: Predictor) -
     ModelWatch(predictor, PredictionMetrics(registry), None).observe(Batch({}, 2), Prediction([1, "x"]))
     assert sample(registry, "predicted_class_total", predicted_class="other") == 1
     assert sample(registry, "positive_class_probability_count") == 0  # no probabilities asked for
+
+
+def test_a_long_batch_counts_its_classes_as_a_short_one_does(predictor: Predictor) -> None:
+    """From COUNT_FIRST_ROWS rows on, classes are counted first and incremented once each."""
+    registry = CollectorRegistry()
+    labels: list[Any] = [0, 1, 1, "x", 1] * 13  # 65 rows
+    assert len(labels) >= COUNT_FIRST_ROWS
+    ModelWatch(predictor, PredictionMetrics(registry), None).observe(Batch({}, 65), Prediction(labels))
+    assert sample(registry, "predicted_class_total", predicted_class="0") == 13
+    assert sample(registry, "predicted_class_total", predicted_class="1") == 39
+    assert sample(registry, "predicted_class_total", predicted_class="other") == 13
 
 
 def test_the_profile_comes_from_the_input_example_and_the_encoders(predictor: Predictor) -> None:
