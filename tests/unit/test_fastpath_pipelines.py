@@ -53,6 +53,16 @@ def test_the_demo_pipeline_is_bit_exact() -> None:
     with pytest.raises(ValueError, match="unknown categories"):
         fast.predict(columns, 3, True)
     assert fast.fallbacks == 1
+    # an integer beyond 2**53 (either sign, any integer column) is the model's to answer
+    columns = {c: frame[c].head(3).tolist() for c in frame.columns}
+    ints = [c for c in demo.NUMERIC if kinds[c] == "long"]
+    assert len(ints) >= 2
+    for name, value in ((ints[0], 2**53), (ints[-1], -(2**53))):
+        fast.predict({**columns, name: [value, 1, 2]}, 3, True)
+    assert fast.fallbacks == 1, "2**53 itself is exact in float64"
+    for name, value in ((ints[0], 2**53 + 1), (ints[-1], -(2**53) - 1)):
+        fast.predict({**columns, name: [1, value, 2]}, 3, True)
+    assert fast.fallbacks == 3
 
 
 def _every_transformer() -> Pipeline:
