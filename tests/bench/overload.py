@@ -7,16 +7,16 @@ capacity for the baseline, ``--factor`` (3) times it for the spike, and half of 
 request with a 10 s client timeout. /health is polled every 200 ms throughout, and /metrics every
 second (the shed, in-flight and queue metrics are reported when the server exports them).
 
-Reported: admitted (200) req/s during the spike (answers completed in it) and the p99 of the requests
-due in it, the share refused (503) and the p99 time
-of a refusal, client timeouts, 5xx other than 503, connection errors, whether /health always
-answered, and the recovery time: from the spike's end to the first of four 250 ms windows of the
-tail in a row (by due time) with only 200s and a p99 within 1.5x the baseline's p99 (a window holds
-a tenth of the baseline's samples, hence the slack), from which the rest of the tail, as a whole,
-has only 200s and a p99 within that line too (`recovery_s`). Each target prints PASS or FAIL;
-results go to stdout,
-bench-results/overload.json and bench-results/overload.md. The exit code is 0 whatever the targets
-say (today's server fails them; the measurement is the product), 1 if the run itself failed.
+Reported: admitted (200) req/s during the spike (answers completed in it) and the p99 of the
+requests due in it, the share refused (503) and the p99 time of a refusal, client timeouts, 5xx
+other than 503, connection errors, whether /health always answered, and the recovery time: from
+the spike's end to the first of four 250 ms windows of the tail in a row (by due time) with only
+200s and a p99 within 1.5x the baseline's p99 (a window holds a tenth of the baseline's samples,
+hence the slack), from which the rest of the tail, as a whole, has only 200s and a p99 within that
+line too, with no window past twice the line (`recovery_s`). Each target prints PASS or FAIL;
+results go to stdout, bench-results/overload.json and bench-results/overload.md. The exit code is 0
+whatever the targets say (today's server fails them; the measurement is the product), 1 if the run
+itself failed.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ RECOVERY_SLACK = 1.5
 """A tail window is normal when its p99 is within this factor of the baseline's p99."""
 RECOVERY_RUN = 4
 """Recovered: this many normal windows in a row (1 s), and the rest of the tail normal as a whole."""
+RECOVERY_CEILING = 2.0
+"""...and no later window's p99 past this many times the line (noise crosses the line, not this)."""
 HEALTH_EVERY_S = 0.2
 HEALTH_TIMEOUT_S = 1.0
 """A /health poll counts as answered when it is 200 within this time."""
@@ -110,27 +112,26 @@ def recovery_s(
     due: np.ndarray, latency: np.ndarray, status: np.ndarray, start: float, end: float, limit_s: float
 ) -> float | None:
     """Seconds from ``start`` to the first of ``RECOVERY_RUN`` normal windows in a row (only 200s,
-    p99 within ``limit_s``) from which the rest of [start, end) is normal as a whole: only 200s
-    and a p99 within ``limit_s``; None if no such window.
+    p99 within ``limit_s``) from which the rest of [start, end) is normal as a whole (only 200s,
+    a p99 within ``limit_s``) and no window's p99 passes ``RECOVERY_CEILING`` times the line;
+    None if no such window.
 
     Not "until every later window is normal": at half capacity a 250 ms window's p99 is its 4th
     slowest request, and the baseline's own windows pass the line now and then (in one run, 16
     baseline windows ranged 4-19 ms against a line of 20 ms), so that criterion reported the last
     noisy window of the tail, however long ago the spike's backlog had cleared. A backlog clears
     once and stays cleared; a tail that stays slow or keeps refusing fails the check of the rest
-    as a whole."""
+    as a whole, and one that stalls later (a window past twice the line) fails the ceiling."""
     edges = np.arange(start, end - 1e-9, WINDOW_S)
-    normal = []
+    normal, p99s = [], []
     for lo in edges:
         sel = (due >= lo) & (due < lo + WINDOW_S)
         ok = sel & (status == 200)
-        normal.append(
-            bool(sel.any())
-            and int(ok.sum()) == int(sel.sum())
-            and float(np.percentile(latency[ok], 99)) <= limit_s
-        )
+        p99 = float(np.percentile(latency[ok], 99)) if ok.any() else 0.0  # none answered: caught below
+        p99s.append(p99)
+        normal.append(bool(sel.any()) and int(ok.sum()) == int(sel.sum()) and p99 <= limit_s)
     for i, lo in enumerate(edges[: max(0, len(edges) - RECOVERY_RUN + 1)]):
-        if not all(normal[i : i + RECOVERY_RUN]):
+        if not all(normal[i : i + RECOVERY_RUN]) or max(p99s[i:]) > RECOVERY_CEILING * limit_s:
             continue
         rest = (due >= lo) & (due < end)
         if bool((status[rest] == 200).all()) and float(np.percentile(latency[rest], 99)) <= limit_s:
