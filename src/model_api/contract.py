@@ -17,7 +17,7 @@ import pandas as pd
 
 from model_api.errors import ErrorDetail, InvalidInput, TooManyRows
 from model_api.features import Feature, Kind
-from model_api.values import Faults, check_column, unknown_parts
+from model_api.values import Faults, RowCheck, check_column, unknown_parts
 
 
 @dataclass
@@ -51,10 +51,12 @@ class InputSchema:
     example: tuple[dict[str, Any], ...] = ()
     names: tuple[str, ...] = field(init=False)
     _keys: frozenset[str] = field(init=False)
+    _row_check: RowCheck = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(f.name for f in self.features))
         object.__setattr__(self, "_keys", frozenset(self.names))
+        object.__setattr__(self, "_row_check", RowCheck(self.features))
 
     # -- parsing ------------------------------------------------------------------------------
 
@@ -140,6 +142,8 @@ class InputSchema:
         return self._check_columns(own, n_rows)
 
     def _check_columns(self, columns: dict[str, list[Any]], n_rows: int) -> Batch:
+        if n_rows == 1 and self._row_check(columns):
+            return Batch(columns, 1)
         errors = Faults()
         for feature in self.features:
             columns[feature.name] = check_column(feature, columns[feature.name], errors)

@@ -97,6 +97,41 @@ def _valid_in_bulk(feature: Feature, values: list[Any]) -> bool:
     return feature.allowed is None or feature.allowed.issuperset(values)
 
 
+class RowCheck:
+    """A one-row batch checked whole: whether each of its values is already what the model wants
+    (the right type, in range, a known category where unknown ones are refused, no null to replace),
+    so that `check_column` would change nothing and report nothing. One call for the row instead of
+    one `check_column` a feature: 17 -> 7 us for the demo model's ten features (timeit). A row it
+    does not pass is checked column by column, which finds and describes what is wrong."""
+
+    __slots__ = ("_checks",)
+
+    def __init__(self, features: tuple[Feature, ...]) -> None:
+        numbers = (Kind.DOUBLE, Kind.FLOAT)
+        self._checks = [
+            (f.name, f.kind in numbers, INT_RANGE.get(f.kind), f.kind is Kind.BOOLEAN, f.allowed)
+            for f in features
+        ]
+
+    def __call__(self, columns: dict[str, list[Any]]) -> bool:
+        """`columns`: one value per feature, each in a list of one."""
+        for name, number, int_range, boolean, allowed in self._checks:
+            v = columns[name][0]
+            t = type(v)
+            if number:
+                if not ((t is float or t is int) and -NUMBER_LIMIT <= v <= NUMBER_LIMIT):  # NaN fails
+                    return False
+            elif int_range is not None:
+                if not (t is int and int_range[0] <= v <= int_range[1]):
+                    return False
+            elif boolean:
+                if t is not bool:
+                    return False
+            elif not (t is str and (allowed is None or v in allowed)):
+                return False
+        return True
+
+
 def check_column(feature: Feature, values: list[Any], errors: Faults) -> list[Any]:
     """Check one column's values against its feature; returns the values as the model wants them."""
     if len(values) >= BULK_MIN_ROWS and _valid_in_bulk(feature, values):

@@ -15,6 +15,7 @@ from model_api.errors import InvalidInput, TooManyRows
 from model_api.features import Feature, Kind
 from model_api.registry import LoadedModel
 from model_api.signature import build_input_schema
+from model_api.values import Faults, RowCheck, check_column
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +266,30 @@ def test_a_long_column_checked_in_bulk_gives_what_value_by_value_gives(
             assert len(got) == len(one_by_one)
             for a, b in zip(got, one_by_one, strict=True):
                 assert type(a) is type(b) and (a == b or (a != a and b != b)), (kind, a, b)
+
+
+@pytest.mark.parametrize("kind", list(BULK_VALUES))
+@pytest.mark.parametrize("required", [True, False])
+@pytest.mark.parametrize(("categories", "accepts_unknown"), [(None, True), (("a", "b", ""), False)])
+def test_a_single_row_checked_whole_gives_what_the_column_check_gives(
+    kind: Kind, required: bool, categories: tuple[str, ...] | None, accepts_unknown: bool
+) -> None:
+    """A one-row batch is checked whole (`RowCheck`) and passed as it is only when the column check
+    would change nothing and report nothing; otherwise the column check answers, as for any batch."""
+    feature = Feature("x", kind, required, categories if kind is Kind.STRING else None, accepts_unknown)
+    schema = InputSchema((feature,))
+    passed = 0
+    for value in [*BULK_VALUES[kind], -0.0, 3.4028234663852886e38, -(2**63) - 1]:
+        faults = Faults()
+        expected = check_column(feature, [value], faults)
+        if RowCheck((feature,))({"x": [value]}):
+            passed += 1
+            assert not faults.count and expected[0] is value, (kind, value)
+        if faults.count:
+            with pytest.raises(InvalidInput) as err:
+                schema.parse_columns({"x": [value]}, 1, 10)
+            assert err.value.details == faults.items, (kind, value)
+        else:
+            [got] = schema.parse_columns({"x": [value]}, 1, 10).columns["x"]
+            assert type(got) is type(expected[0]) and (got == expected[0] or got != got), (kind, value)
+    assert passed >= 1, "the whole-row check passed none: the test would not see it"
