@@ -107,9 +107,13 @@ def observe(profile: Profile, columns: Mapping[str, Sequence[Any]]) -> dict[str,
         if values is None:
             counts[name] = FeatureCounts(n_rows, 0, 0)
             continue
-        if len(values) <= SMALL and not isinstance(values, np.ndarray):
-            counts[name] = FeatureCounts(*_numeric(values, low, high))
-            continue
+        if not isinstance(values, np.ndarray):
+            if len(values) <= SMALL:
+                counts[name] = FeatureCounts(*_numeric(values, low, high))
+                continue
+            if _all_in_range(values, low, high):
+                counts[name] = FeatureCounts(0, 0, 0)
+                continue
         array = _floats(values)
         if array is None:  # not all numbers: what is not a number is unknown here
             missing = sum(1 for v in values if _missing(v))
@@ -122,10 +126,41 @@ def observe(profile: Profile, columns: Mapping[str, Sequence[Any]]) -> dict[str,
         counts[name] = FeatureCounts(missing, unknown, outside)
     for name, known in profile.categorical.items():
         values = columns.get(name)
-        counts[name] = (
-            FeatureCounts(n_rows, 0, 0) if values is None else FeatureCounts(*_categorical(values, known), 0)
-        )
+        if values is None:
+            counts[name] = FeatureCounts(n_rows, 0, 0)
+        elif _all_known(values, known):
+            counts[name] = FeatureCounts(0, 0, 0)
+        else:
+            counts[name] = FeatureCounts(*_categorical(values, known), 0)
     return counts
+
+
+_PLAIN_NUMBERS = frozenset({int, float})
+_BOOL_TYPES = frozenset({bool, np.bool_})
+
+
+def _all_in_range(values: Sequence[Any], low: float, high: float) -> bool:
+    """Whether every value of a long list is a plain number (int or float, no bool), none NaN, all
+    within [low, high]: a few C-level passes (the common case: 64 values in ~3 us against ~8 for
+    numpy). False sends the list to the counting path."""
+    if not set(map(type, values)) <= _PLAIN_NUMBERS:
+        return False
+    total = sum(values)
+    if total != total:  # a NaN among them (or infinities of both signs: counted the long way)
+        return False
+    return bool(low <= min(values) and max(values) <= high)
+
+
+def _all_known(values: Sequence[Any], known: frozenset[Any]) -> bool:
+    """Whether every value of a list is one of the `known` categories, in one C-level pass; False
+    for a NumPy array, an unhashable value, or when None or NaN is itself a known category (then
+    the counting path tells missing from known)."""
+    if isinstance(values, np.ndarray) or None in known or any(k != k for k in known):
+        return False
+    try:
+        return known.issuperset(values)
+    except TypeError:
+        return False
 
 
 def _numeric(values: Sequence[Any], low: float, high: float) -> tuple[int, int, int]:
@@ -158,6 +193,8 @@ def _categorical(values: Sequence[Any], known: frozenset[Any]) -> tuple[int, int
 
 def _floats(values: Sequence[Any]) -> np.ndarray[Any, np.dtype[np.float64]] | None:
     """`values` as float64 (None -> NaN), or None when some value is not a number (or is a bool)."""
+    if not isinstance(values, np.ndarray) and not _BOOL_TYPES.isdisjoint(map(type, values)):
+        return None  # numpy would read a bool among numbers as 1.0: counted the long way, as unknown
     try:
         array = np.asarray(values)
     except (TypeError, ValueError):  # ragged: lists among the values

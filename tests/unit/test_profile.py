@@ -107,3 +107,43 @@ def test_profile_round_trips_through_json() -> None:
 def test_a_malformed_profile_artifact_is_refused(data: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="not a reference profile"):
         Profile.from_dict(data)
+
+
+def _objects(values: list[object]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_long_lists_counted_at_once_or_value_by_value_agree(seed: int) -> None:
+    """Lists longer than SMALL are first tested whole (every value known, or every number in range);
+    an object array of the same values is always counted value by value: both must agree."""
+    rng = np.random.default_rng(seed)
+    profile = Profile(numeric={"x": (0.0, 10.0)}, categorical={"c": frozenset({"a", "b"})})
+    numbers: list[object] = [0, 10, 5.5, 3, 9.999]
+    categories: list[object] = ["a", "b"]
+    # from seed 20 on, one odd value: missing, unknown, out of range, of the wrong kind, unhashable
+    odd: list[object] = [None, math.nan, -0.1, 10.5, True, "7", "z", ["a"], 1e308, -math.inf]
+    n = int(rng.integers(33, 200))
+    xs = [numbers[i] for i in rng.integers(0, len(numbers), n)]
+    cs = [categories[i] for i in rng.integers(0, len(categories), n)]
+    if seed >= 20:
+        value = odd[seed % len(odd)]
+        xs[int(rng.integers(0, n))] = value
+        cs[int(rng.integers(0, n))] = value
+    fast = observe(profile, {"x": xs, "c": cs})
+    slow = observe(profile, {"x": _objects(xs), "c": _objects(cs)})
+    assert fast == slow, (seed, fast, slow)
+    if seed < 20:
+        assert fast == {"x": FeatureCounts(0, 0, 0), "c": FeatureCounts(0, 0, 0)}
+    else:
+        assert fast != {"x": FeatureCounts(0, 0, 0), "c": FeatureCounts(0, 0, 0)}
+
+
+def test_a_known_missing_category_is_still_counted_missing() -> None:
+    """None or NaN among the known categories (a profile from a table with gaps): not taken as known."""
+    for gap in (None, math.nan):
+        profile = Profile(numeric={}, categorical={"c": frozenset({"a", gap})})
+        values: list[object] = ["a"] * 40 + [gap, gap]
+        assert observe(profile, {"c": values})["c"] == FeatureCounts(2, 0, 0), gap
