@@ -1,7 +1,8 @@
 """One column of a request checked against its feature, and the faults a check reports.
 
-A column's values are checked with plain Python loops (or, for a long column, first in bulk) and
-converted to what the model takes (a missing value becomes NaN, an integral float an integer);
+A column's values are checked with plain Python loops (a long column first in bulk, a one-row
+batch first whole: `RowCheck`) and converted to what the model takes (a missing value becomes
+NaN, an integral float an integer);
 `Faults` collects what is wrong, up to `MAX_DETAILS`, and raises it as one InvalidInput (422).
 Names a client sent that the model does not know are repeated back only when plain.
 """
