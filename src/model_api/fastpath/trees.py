@@ -57,11 +57,11 @@ def gtil(model: Any) -> Callable[[np.ndarray], np.ndarray]:
 
     `gtil.predict` builds a `GTILConfig` per call (a dataclass turned into JSON and parsed by the
     C library): one row of the demo forest took the evaluator 55 us with it, 43 without (p50 of
-    3,000 calls, one core). The
-    configurations are built here, once per thread count on first use, and handed to treelite's own
-    `_predict_impl`, which `predict` calls with them; the answers are the same call's. If a
-    treelite release moves that function, this falls back to `predict` (treelite is pinned in
-    requirements-serve.txt; the load's exactness check runs through whichever is used).
+    3,000 calls, one core). The configurations are built here, once per thread count on first
+    use, and handed to treelite's own `_predict_impl`, which `predict` calls with them; the answers
+    are the same call's. If a treelite release moves that function, this falls back to `predict`
+    (treelite is pinned in requirements-serve.txt; the load's exactness check runs through
+    whichever is used).
     """
     import treelite.gtil
 
