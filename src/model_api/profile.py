@@ -42,6 +42,15 @@ class Profile:
 
     numeric: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     categorical: Mapping[str, frozenset[Any]] = field(default_factory=dict)
+    gappy: frozenset[str] = field(init=False, repr=False, compare=False)
+    """Categorical features whose categories hold None or NaN (then a missing value is among the
+    known ones, and `observe` counts the column value by value to tell the two apart)."""
+
+    def __post_init__(self) -> None:
+        gappy = frozenset(
+            name for name, known in self.categorical.items() if None in known or any(k != k for k in known)
+        )
+        object.__setattr__(self, "gappy", gappy)
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as JSON: {"numeric": {name: [low, high]}, "categorical": {name: [values]}}."""
@@ -128,7 +137,7 @@ def observe(profile: Profile, columns: Mapping[str, Sequence[Any]]) -> dict[str,
         values = columns.get(name)
         if values is None:
             counts[name] = FeatureCounts(n_rows, 0, 0)
-        elif _all_known(values, known):
+        elif name not in profile.gappy and _all_known(values, known):
             counts[name] = FeatureCounts(0, 0, 0)
         else:
             counts[name] = FeatureCounts(*_categorical(values, known), 0)
@@ -153,9 +162,9 @@ def _all_in_range(values: Sequence[Any], low: float, high: float) -> bool:
 
 def _all_known(values: Sequence[Any], known: frozenset[Any]) -> bool:
     """Whether every value of a list is one of the `known` categories, in one C-level pass; False
-    for a NumPy array, an unhashable value, or when None or NaN is itself a known category (then
-    the counting path tells missing from known)."""
-    if isinstance(values, np.ndarray) or None in known or any(k != k for k in known):
+    for a NumPy array or an unhashable value. `known` must hold neither None nor NaN
+    (`Profile.gappy`): a missing value would pass as known."""
+    if isinstance(values, np.ndarray):
         return False
     try:
         return known.issuperset(values)
