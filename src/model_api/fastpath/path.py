@@ -69,6 +69,7 @@ class FastPath:
         self.model, self.to_frame = model, to_frame
         self._answer = reference(model)
         self._columns = list(zip(names, dtypes, strict=True))
+        self._int_columns = [j for j, dtype in enumerate(dtypes) if np.dtype(dtype).kind == "i"]
         self._prep, self._evaluator = prep, evaluator
         self._nan_ok, self._inf_ok = limits
         self.description = description
@@ -85,7 +86,7 @@ class FastPath:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """The fast path alone; raises Fallback where the model must answer."""
         raw = [np.asarray(columns[name], dtype=dtype) for name, dtype in self._columns]
-        ints = [col for col in raw if col.dtype.kind == "i"]
+        ints = [raw[j] for j in self._int_columns]
         if ints:
             # float64 holds integers exactly only up to 2**53; beyond, numpy and pandas may round
             # through different types: the model answers these. One check for all the integer
