@@ -53,6 +53,9 @@ HEALTH_TIMEOUT_S = 1.0
 LAG_LIMIT_S = 0.01
 """If the generator's p99 send lag passes this, it fell behind and the run says so."""
 GAUGES = ("requests_in_flight", "queue_depth", "http_requests_inprogress")
+FLOOR_S = 5.0
+"""Seconds of the spike's rate offered to the floor server (tests/bench/floor.py); the first is not
+counted (connections warming)."""
 """Gauges whose peak (summed over labels, per scrape) the report gives."""
 
 
@@ -185,18 +188,30 @@ def analyse(
     }
 
 
+def floor_note(floor: object) -> str:
+    """What the report says of the refusal floor (`refusal_floor`), if it was measured."""
+    if not isinstance(floor, dict):
+        return ""
+    return (
+        f" (this machine's floor, a server refusing every request at once at the spike's rate with "
+        f"the same generator: p50 {floor['p50']:.2f} ms, p99 {floor['p99']:.2f} ms)"
+    )
+
+
 def verdicts(r: dict[str, object], health_ok: bool) -> list[tuple[str, bool, str]]:
     def num(key: str) -> float:
         value = r[key]
         return math.nan if value is None else float(value)  # type: ignore[arg-type]
 
     recovery = r["recovery_s"]
+    measured_floor = r.get("refusal_floor_ms")
+    floor = f" (floor {measured_floor['p99']:.2f} ms)" if isinstance(measured_floor, dict) else ""
     return [
         ("admitted p99 <= 100 ms", num("admitted_p99_ms") <= 100, f"{num('admitted_p99_ms'):.1f} ms"),
         (
             "refusal p99 < 5 ms",
             r["refused_total"] == 0 or num("refusal_p99_ms") < 5,
-            f"{num('refusal_p99_ms'):.2f} ms over {r['refused_total']} refusals"
+            f"{num('refusal_p99_ms'):.2f} ms over {r['refused_total']} refusals{floor}"
             if r["refused_total"]
             else "no refusals",
         ),
@@ -236,6 +251,12 @@ def main() -> int:
         help="a server setting for this run (repeatable)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="skip measuring the machine's refusal floor (tests/bench/floor.py) after the run",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
@@ -276,38 +297,17 @@ def main() -> int:
         )
         poller = Poller(base)
         result = args.out / "overload-requests.npz"
-        cmd = [
-            "taskset",
-            "-c",
-            "1",
-            sys.executable,
-            "-m",
-            "tests.bench.openloop",
-            "--url",
-            url,
-            "--body",
-            str(body),
-            "--timeout",
-            str(args.timeout),
-            "--out",
-            str(result),
-            "--phase",
-            f"{low}:{args.baseline}",
-            "--phase",
-            f"{high}:{args.spike}",
-            "--phase",
-            f"{low}:{args.tail}",
-        ]
+        phases = [(low, args.baseline), (high, args.spike), (low, args.tail)]
         thread = threading.Thread(target=poller.run, args=(time.monotonic(),), daemon=True)
         thread.start()
         try:
-            total = args.baseline + args.spike + args.tail
-            subprocess.run(cmd, check=True, cwd=ROOT, timeout=total + args.timeout + 120)
+            openloop(url, body, phases, args.timeout, result)
         finally:
             poller.stop.set()
             thread.join(timeout=10)
     with np.load(result) as npz:
         r = analyse(dict(npz), args.baseline, args.spike, args.tail)
+    r["refusal_floor_ms"] = refusal_floor(high, body, args) if args.floor else None
     r["capacity_req_s"] = capacity
     r["health_polls"] = len(poller.health)
     r["health_failed"] = sum(
@@ -320,6 +320,34 @@ def main() -> int:
     return 0
 
 
+def openloop(url: str, body: Path, phases: list[tuple[float, float]], timeout_s: float, out: Path) -> None:
+    """Run the open-loop generator (tests/bench/openloop.py) on core 1: `phases` of (req/s, s)."""
+    cmd = ["taskset", "-c", "1", sys.executable, "-m", "tests.bench.openloop", "--url", url]
+    cmd += ["--body", str(body), "--timeout", str(timeout_s), "--out", str(out)]
+    for rate, seconds in phases:
+        cmd += ["--phase", f"{rate}:{seconds}"]
+    total = sum(seconds for _, seconds in phases)
+    subprocess.run(cmd, check=True, cwd=ROOT, timeout=total + timeout_s + 120)
+
+
+def refusal_floor(rate: float, body: Path, args: argparse.Namespace) -> dict[str, float]:
+    """p50 and p99 (ms) of a refusal from a server that refuses every request at once
+    (tests/bench/floor.py, on the worker's core), with the same generator at `rate` req/s: the part
+    of `refusal_p99_ms` that is the machine's and the generator's, not the worker's."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "tests.bench.floor", "--port", str(port), "--seconds", str(FLOOR_S + 60)]
+    base = f"http://127.0.0.1:{port}"
+    with server(cmd, dict(os.environ), f"{base}/ready", args.out / "overload-floor.log"):
+        result = args.out / "overload-floor.npz"
+        openloop(f"{base}{args.route}", body, [(rate, FLOOR_S)], args.timeout, result)
+    with np.load(result) as npz:
+        refused = (npz["status"] == 503) & (npz["due"] >= 1.0)
+        latency = npz["latency"][refused]
+    if not latency.size:
+        raise RuntimeError("the floor server answered no request with 503")
+    return {"p50": float(np.percentile(latency, 50) * 1000), "p99": p99_ms(latency)}
+
+
 def report(r: dict[str, object], checks: list[tuple[str, bool, str]], args: argparse.Namespace) -> None:
     lines = [
         f"One worker on core 0, open-loop generator on core 1; capacity {r['capacity_req_s']:.0f} req/s "
@@ -329,7 +357,8 @@ def report(r: dict[str, object], checks: list[tuple[str, bool, str]], args: argp
         f"{r['admitted_p99_ms']:.1f} ms (baseline p99 {r['baseline_p99_ms']:.1f} ms, tail p99 "
         f"{r['tail_p99_ms']:.1f} ms)",
         f"- requests in flight at half capacity (Little's law, baseline): {r['baseline_in_flight']:.1f}",
-        f"- refused (503): {r['refused_share']:.1%} of the spike, p99 {r['refusal_p99_ms']:.2f} ms",
+        f"- refused (503): {r['refused_share']:.1%} of the spike, p99 {r['refusal_p99_ms']:.2f} ms"
+        + floor_note(r["refusal_floor_ms"]),
         f"- client timeouts {r['client_timeouts']}, other 5xx {r['other_5xx']} {r['other_5xx_codes']}, "
         f"other statuses {r['other_statuses']}, connection errors {r['connection_errors']}, "
         f"unsent at the connection cap {r['not_sent_connection_cap']}",

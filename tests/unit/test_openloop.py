@@ -3,13 +3,21 @@ server that answers 200, refuses with 503, never answers, or closes; and recover
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.bench import overload
+from tests.bench.bench import ROOT
 from tests.bench.openloop import run
 from tests.bench.overload import analyse, recovery_s, verdicts
 from tests.support import free_port
@@ -147,3 +155,51 @@ def test_the_report_splits_spike_and_tail_and_judges_the_targets() -> None:
         "/health answered throughout",
         "normal latency within 1 s of the spike's end",
     }
+
+
+def test_the_floor_server_refuses_every_post_at_once_and_answers_anything_else() -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "tests.bench.floor", "--port", str(port), "--seconds", "20"]
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    try:
+        for _ in range(100):
+            assert proc.poll() is None, "the floor server exited"
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the floor server did not come up")
+        with conn:
+            post = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+            conn.sendall(post + post + b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")  # pipelined
+            received = b""
+            while received.count(b"HTTP/1.1") < 3:
+                chunk = conn.recv(65536)
+                assert chunk, "the floor server closed the connection"
+                received += chunk
+        answers = received.split(b"HTTP/1.1 ")[1:]
+        assert [a[:3] for a in answers] == [b"503", b"503", b"200"]
+        assert b"retry-after: 1" in answers[0] and b'"overloaded"' in answers[0]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_refusal_floor_is_measured_with_the_generator_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(overload, "FLOOR_S", 2.0)
+    body = tmp_path / "body.json"
+    body.write_text('{"instances": [{}]}')
+    args = argparse.Namespace(route="/predict", timeout=2.0, out=tmp_path)
+    floor = overload.refusal_floor(200.0, body, args)
+    assert 0 < floor["p50"] <= floor["p99"] < 2000
+    with np.load(tmp_path / "overload-floor.npz") as npz:
+        assert set(npz["status"].tolist()) == {503}  # every request refused, none lost
+    statuses = [200] * 100 + [200, 503] * 50 + [200] * 100
+    r = analyse(arrays(statuses, [0.002] * 300, 0.01), 1.0, 1.0, 1.0)
+    r["refusal_floor_ms"] = floor
+    [measured] = [m for name, _, m in verdicts(r, health_ok=True) if name.startswith("refusal")]
+    assert measured.endswith(f"(floor {floor['p99']:.2f} ms)")
