@@ -21,6 +21,7 @@ dropped from the queue. Both are counted in `requests_shed_total`, not in `predi
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
 
 NAME_SHOWN = 64
 """How much of a client-chosen model name or version an error message repeats."""
+SHEDDING_S = 0.05
+"""After a refusal, the worker counts as shedding this long (`DataPlane.shedding`): the HTTP
+protocol paces the starts of admitted requests meanwhile (`http_protocol.TurnPacer`)."""
 OVERLOADED = "this worker is at capacity; retry shortly"
 """What a refusal at admission says (the same every time: the HTTP protocol renders it once)."""
 
@@ -181,6 +185,11 @@ class DataPlane:
         """Set on SIGTERM or shutdown: /ready answers 503 while requests in flight are served."""
         self.in_flight = 0
         """Prediction requests admitted and not yet answered (at most settings.max_in_flight)."""
+        self.held = 0
+        """Prediction requests the HTTP protocol admitted and holds for a later turn of the loop
+        (`http_protocol.TurnPacer`): they count toward the bound until the app admits them."""
+        self.shed_at = -math.inf
+        """When (`time.monotonic()`) a request was last refused as overloaded."""
         self.loop_lag = LoopLag(LAG_INTERVAL_S, settings.max_loop_lag_ms / 1000)
         """Run by the app's lifespan; while the loop lags, the worker counts as full."""
         self.watch: Watch | None = None
@@ -265,14 +274,36 @@ class DataPlane:
         of them while its event loop lags past `max_loop_lag_ms` (its core is saturated; below a
         quarter, a lag is a pause, a garbage collection or a long model call, not overload)."""
         bound = self.settings.max_in_flight
-        if bound and self.in_flight >= bound:
+        held = self.in_flight + self.held
+        if bound and held >= bound:
             return True
-        return self.loop_lag.lagging and self.in_flight >= max(1, bound // 4)
+        return self.loop_lag.lagging and held >= max(1, bound // 4)
 
     def refuse(self) -> Overloaded:
         """The refusal of a request past the bound, counted in `requests_shed_total{reason="overloaded"}`."""
+        self.shed_at = time.monotonic()
         self.metrics.shed_by_reason["overloaded"].inc()
         return Overloaded(OVERLOADED)
+
+    def shedding(self) -> bool:
+        """Whether a request was refused as overloaded in the last `SHEDDING_S` seconds."""
+        return time.monotonic() - self.shed_at < SHEDDING_S
+
+    def hold(self) -> None:
+        """Count a prediction request the HTTP protocol admitted and holds (`held`, and the
+        `requests_in_flight` gauge) until `unhold`."""
+        self.held += 1
+        self.metrics.in_flight.inc()
+
+    def unhold(self) -> None:
+        """A held request starts: its admission by the app counts it from now."""
+        self.held -= 1
+        self.metrics.in_flight.dec()
+
+    def drop_held(self) -> None:
+        """A held request's client left before it started: counted as shed (`disconnected`)."""
+        self.unhold()
+        self.metrics.shed_by_reason["disconnected"].inc()
 
     async def infer(self, admission: Admission, request: InferenceRequest) -> InferenceResult:
         """Validate the request's rows against the served model's contract and predict them within

@@ -20,16 +20,28 @@ the same way. A client that does not read its answers is not read either: refusa
 reading while the transport's buffer is full, and requests queued behind another (pipelined) keep
 it stopped until they have started (`QueueFlowControl`). Everything else is uvicorn's own;
 `model-api serve` selects it (`cli.py`).
+
+While the worker sheds, it paces the starts of admitted prediction requests (`TurnPacer`): a
+refusal is answered when the event loop next reads its socket, after the callbacks of its current
+turn, and under a spike those are the admitted requests' work, so the fewer requests a turn
+starts, the sooner refusals are answered.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sized
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Awaitable, Callable, Sized
+from typing import TYPE_CHECKING, Any, Protocol
 
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
+
+App = Callable[[Any, Any, Any], Awaitable[None]]
+"""An ASGI application (uvicorn's own type for it is private)."""
 
 EARLY_REFUSAL = "model_api.early_refusal"
 """The key of the lifespan state under which the app hands the protocol its `Refusal`."""
@@ -48,6 +60,78 @@ class Refusal(Protocol):
         keep_alive: bool,
     ) -> bytes | None:
         """The whole HTTP answer refusing the request, or None to serve it."""
+
+    def pacer(self, method: bytes, url: bytes, root_path: str) -> TurnPacer | None:
+        """The pacer a request `answer` did not refuse starts through, or None to start it now."""
+
+
+class Holder(Protocol):
+    """Counts the requests a `TurnPacer` holds as admitted (the data plane)."""
+
+    def hold(self) -> None:
+        """One more request held."""
+
+    def unhold(self) -> None:
+        """A held request starts: from now on the app's admission counts it."""
+
+    def drop_held(self) -> None:
+        """A held request's client left before it started: it never will."""
+
+
+class TurnPacer:
+    """Starts at most `per_turn` requests per turn of the event loop; the others wait, in order,
+    for the next turns, counted by the `holder` meanwhile. A turn here is from one run of the
+    pacer's callback to the next (it runs once per loop turn while requests wait)."""
+
+    def __init__(self, per_turn: int, holder: Holder) -> None:
+        self.per_turn = per_turn
+        self.holder = holder
+        self._started = 0
+        self._waiting: deque[tuple[Callable[[App], None], App, RequestResponseCycle]] = deque()
+        self._armed = False
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._waiting)
+
+    def start(self, begin: Callable[[App], None], app: App, cycle: RequestResponseCycle) -> None:
+        """`begin(app)` now if this turn has room and none wait, else hold it for a later turn."""
+        self._arm()
+        if self._started < self.per_turn and not self._waiting:
+            self._started += 1
+            begin(app)
+            return
+        self.holder.hold()
+        self._waiting.append((begin, app, cycle))
+
+    def _arm(self) -> None:
+        if not self._armed:
+            self._armed = True
+            asyncio.get_running_loop().call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self._armed = False
+        self._started = 0
+        while self._waiting and self._started < self.per_turn:
+            begin, app, cycle = self._waiting.popleft()
+            if cycle.disconnected:  # its client left while it waited
+                self.holder.drop_held()
+                continue
+            self._started += 1
+            begin(self._handed_over(app))
+        if self._waiting:
+            self._arm()
+
+    def _handed_over(self, app: App) -> App:
+        """`app`, which first stops counting the request as held: the app's admission counts it next,
+        in the same step of the task (no turn of the loop, so no other request, in between)."""
+        unhold = self.holder.unhold
+
+        async def run(scope: Any, receive: Any, send: Any) -> None:
+            unhold()
+            await app(scope, receive, send)
+
+        return run
 
 
 class _NoWaiter:
@@ -159,6 +243,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     _coalescing: CoalescingTransport
     """The transport under the request cycles (set when the connection is made)."""
+    _pace: TurnPacer | None = None
+    """The pacer the request whose headers were just parsed starts through, if any."""
 
     def on_headers_complete(self) -> None:
         if isinstance(self.cycle, AnsweredCycle) and self.transport.is_closing():
@@ -194,7 +280,20 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                     # already is answered, up to one read's worth).
                     self.flow.pause_reading()
                 return
-        super().on_headers_complete()
+            self._pace = refusal.pacer(self.parser.get_method(), self.url, self.root_path)
+        try:
+            super().on_headers_complete()
+        finally:
+            self._pace = None
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        pacer = self._pace
+        if pacer is None:  # not paced, or a pipelined request started as the one before completes
+            super()._start_asgi_task(cycle, app)
+            return
+        self._pace = None
+        begin = super()._start_asgi_task
+        pacer.start(lambda paced: begin(cycle, paced), app, cycle)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

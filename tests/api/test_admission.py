@@ -20,6 +20,7 @@ import pytest
 
 from model_api.http_protocol import CoalescingHttpToolsProtocol
 from model_api.main import create_app
+from model_api.middleware.access import AccessLog
 from model_api.middleware.admission import EarlyRefusal
 from model_api.registry import LoadedModel
 from model_api.settings import Settings
@@ -367,3 +368,32 @@ def test_a_client_that_disconnects_is_dropped_from_the_queue(registry: Any, cham
     assert held.model.calls == [len(held.rows)], "the abandoned request cost no model time"
     assert value(after, "errors_total", code="client_disconnected") == 1
     assert value(after, "predictions_total", model_name=MODEL, model_version="1", outcome="ok") == 1
+
+
+def test_admitted_prediction_requests_are_paced_only_while_the_worker_sheds(registry: Any) -> None:
+    app = create_app(Settings(tracking_uri=registry.tracking_uri, max_in_flight=3, pace_per_turn=4))
+    plane = app.state.dataplane
+    refusal = EarlyRefusal(plane, AccessLog(plane.metrics), app)
+    predictions = [b"/predict", b"/invocations", b"/v1/models/m:predict", b"/v2/models/m/infer"]
+    assert [refusal.pacer(b"POST", p, "") for p in predictions] == [None] * 4  # not shedding
+    plane.refuse()  # a refusal: the worker sheds for the next 50 ms
+    pacer = refusal.pacer(b"POST", b"/predict", "")
+    assert pacer is not None and pacer.per_turn == 4
+    assert all(refusal.pacer(b"POST", p, "") is pacer for p in predictions)
+    # never a probe, a GET or another POST (they neither wait nor count toward the bound)
+    assert refusal.pacer(b"GET", b"/predict", "") is None
+    assert refusal.pacer(b"POST", b"/admin/reload", "") is None
+    assert refusal.pacer(b"GET", b"/health", "") is None
+    # held requests count toward the bound and in the in-flight gauge until the app admits them
+    for _ in range(3):
+        plane.hold()
+    assert plane.full() and value(plane.metrics.render().decode(), "requests_in_flight") == 3
+    plane.unhold()
+    plane.drop_held()
+    assert not plane.full() and plane.held == 1
+    assert value(plane.metrics.render().decode(), "requests_shed_total", reason="disconnected") == 1
+    plane.unhold()
+    assert value(plane.metrics.render().decode(), "requests_in_flight") == 0
+    off = create_app(Settings(tracking_uri=registry.tracking_uri, pace_per_turn=0)).state.dataplane
+    off.refuse()
+    assert EarlyRefusal(off, AccessLog(off.metrics), app).pacer(b"POST", b"/predict", "") is None

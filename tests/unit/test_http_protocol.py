@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
 
-from model_api.http_protocol import EARLY_REFUSAL, CoalescingHttpToolsProtocol, CoalescingTransport
+from model_api.http_protocol import (
+    EARLY_REFUSAL,
+    CoalescingHttpToolsProtocol,
+    CoalescingTransport,
+    TurnPacer,
+)
 from tests.support import free_port, wait_until
 
 
@@ -76,9 +82,16 @@ def test_write_now_sends_at_once_after_what_is_gathered() -> None:
     assert writes == during
 
 
+STARTED: list[str] = []
+"""The paths `app` was called with, in order."""
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
+    STARTED.append(scope["path"])
+    if scope["path"] == "/block":
+        time.sleep(0.5)  # noqa: ASYNC251 - the loop must wait: what arrives meanwhile is read in one turn
     await receive()
     path = scope["path"].encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"8")]})
@@ -137,6 +150,42 @@ class RefuseAll:
             if keep_alive
             else self.refused.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n")
         )
+
+    def pacer(self, method: bytes, url: bytes, root_path: str) -> TurnPacer | None:
+        return None
+
+
+class Holder:
+    """Counts what a `TurnPacer` holds, as the data plane does, and the most it held at once."""
+
+    def __init__(self) -> None:
+        self.held = self.most = self.dropped = 0
+
+    def hold(self) -> None:
+        self.held += 1
+        self.most = max(self.most, self.held)
+
+    def unhold(self) -> None:
+        self.held -= 1
+
+    def drop_held(self) -> None:
+        self.unhold()
+        self.dropped += 1
+
+
+class PaceAll(RefuseAll):
+    """Refuses nothing; every request starts through one pacer of one request a loop turn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holder = Holder()
+        self.paced = TurnPacer(1, self.holder)
+
+    def answer(self, *args: Any) -> bytes | None:
+        return None
+
+    def pacer(self, method: bytes, url: bytes, root_path: str) -> TurnPacer | None:
+        return self.paced
 
 
 def refusing_app(refusal: RefuseAll | None) -> Any:
@@ -283,3 +332,66 @@ def test_a_client_pipelining_without_reading_is_read_no_further_than_its_queue()
             received += conn.recv(1 << 20)
     assert queued < 10_000, queued
     assert received.count(b"/aaa!end") == sent // per_request
+
+
+def test_paced_requests_start_one_a_turn_in_order_and_all_are_answered() -> None:
+    """While the app blocks the loop, four requests arrive on four connections: the next turn reads
+    them all, starts one and holds three (counted), then starts one a turn, in arrival order."""
+    refusal = PaceAll()
+    with protocol_server(refusal) as (_, port):
+        blocker = socket.create_connection(("127.0.0.1", port), timeout=10)
+        others = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+        try:
+            time.sleep(0.2)  # every connection accepted
+            blocker.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.1)  # the app is blocking the loop now
+            for i, conn in enumerate(others):
+                conn.sendall(b"GET /%d%d%d%d HTTP/1.1\r\nHost: x\r\n\r\n" % ((i,) * 4))
+                time.sleep(0.01)  # in this order
+            answers = [read_answer(conn) for conn in [blocker, *others]]
+        finally:
+            for conn in [blocker, *others]:
+                conn.close()
+    assert [a[-8:] for a in answers] == [b"/blo!end", b"/000!end", b"/111!end", b"/222!end", b"/333!end"]
+    assert refusal.holder.most == 3 and refusal.holder.held == 0 and refusal.holder.dropped == 0
+    assert STARTED[-4:] == ["/0000", "/1111", "/2222", "/3333"]
+
+
+def read_answer(conn: socket.socket) -> bytes:
+    received = b""
+    while not received.endswith(b"!end"):
+        chunk = conn.recv(65536)
+        assert chunk, "the server closed the connection before answering"
+        received += chunk
+    return received
+
+
+def test_a_held_request_whose_client_left_is_dropped_not_started() -> None:
+    class Cycle:
+        disconnected = False
+
+    async def scenario() -> tuple[list[str], Holder]:
+        holder = Holder()
+        pacer = TurnPacer(1, holder)
+        begun: list[str] = []
+        tasks: list[asyncio.Task[None]] = []
+
+        def begin(name: str) -> Any:
+            def start(asgi: Any) -> None:  # as uvicorn does: a task running the app
+                begun.append(name)
+                tasks.append(asyncio.ensure_future(asgi({"type": "lifespan"}, None, None)))
+
+            return start
+
+        cycles = [Cycle() for _ in range(3)]
+        for name, cycle in zip("abc", cycles, strict=True):
+            pacer.start(begin(name), app, cycle)  # type: ignore[arg-type]
+        cycles[1].disconnected = True  # b's client leaves while it waits
+        for _ in range(4):
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        return begun, holder
+
+    begun, holder = asyncio.run(scenario())
+    assert begun == ["a", "c"]
+    assert holder.most == 2 and holder.held == 0 and holder.dropped == 1

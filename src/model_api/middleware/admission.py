@@ -33,6 +33,7 @@ from starlette.types import Scope
 from model_api.api.errors import error_response, route_path
 from model_api.dataplane import OVERLOADED, DataPlane
 from model_api.errors import Overloaded
+from model_api.http_protocol import TurnPacer
 from model_api.middleware.access import AccessLog
 from model_api.middleware.request_id import request_id
 from model_api.middleware.security_headers import with_security_headers
@@ -87,6 +88,8 @@ class EarlyRefusal:
         self.app = app
         """The Starlette app whose routes name the route template (the `handler` label)."""
         self._answers: dict[tuple[str, bytes], _Answer] = {}
+        per_turn = plane.settings.pace_per_turn
+        self._pacer = TurnPacer(per_turn, plane) if per_turn else None
 
     def answer(
         self,
@@ -105,15 +108,7 @@ class EarlyRefusal:
         if not self.plane.full() or method != b"POST":
             return None
         started = time.perf_counter()
-        if b"?" in url or not url.startswith(b"/"):
-            url = httptools.parse_url(url).path  # the path alone keys the answers
-        key = (root_path, url)
-        rendered = self._answers.get(key)
-        if rendered is None:
-            rendered = self._render(root_path, url)
-            if len(self._answers) >= PATHS_REMEMBERED:
-                self._answers.clear()
-            self._answers[key] = rendered
+        rendered = self._rendered(url, root_path)
         if rendered is _NOT_REFUSED:
             return None
         state: dict[str, Any] = {"route": rendered.route, "error_code": Overloaded.code}
@@ -133,6 +128,28 @@ class EarlyRefusal:
         parts.append(body)
         self.access.record(state, "POST", 503, time.perf_counter() - started)
         return b"".join(parts)
+
+    def pacer(self, method: bytes, url: bytes, root_path: str) -> TurnPacer | None:
+        """The pacer for a request `answer` did not refuse: while the worker sheds
+        (`DataPlane.shedding`), a POST on a prediction route starts through it, and so does every
+        prediction request while it holds some (they start in order); None otherwise."""
+        pacer = self._pacer
+        if pacer is None or method != b"POST" or not (pacer.holding or self.plane.shedding()):
+            return None
+        return None if self._rendered(url, root_path) is _NOT_REFUSED else pacer
+
+    def _rendered(self, url: bytes, root_path: str) -> _Answer:
+        """The refusal of a POST on `url` (the request target as received), rendered once per path."""
+        if b"?" in url or not url.startswith(b"/"):
+            url = httptools.parse_url(url).path  # the path alone keys the answers
+        key = (root_path, url)
+        rendered = self._answers.get(key)
+        if rendered is None:
+            rendered = self._render(root_path, url)
+            if len(self._answers) >= PATHS_REMEMBERED:
+                self._answers.clear()
+            self._answers[key] = rendered
+        return rendered
 
     def _render(self, root_path: str, url: bytes) -> _Answer:
         """The refusal of a POST on `url` (the path as received, no query), rendered as the edge
