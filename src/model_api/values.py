@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from model_api.errors import ErrorDetail, InvalidInput
 from model_api.features import INT_RANGE, NUMBER_LIMIT, Feature, Kind
@@ -70,20 +69,32 @@ BULK_MIN_ROWS = 16
 about 3 us for 64 values against 10 us one value at a time, measured); a column that fails the bulk
 check is checked value by value, which finds and describes what is wrong."""
 _NUMBERS = frozenset({float, int})
-_BULK_NUMBER_LIMIT = NUMBER_LIMIT / 2  # below it, a float64 conversion cannot carry a value across the limit
+
+
+def numbers_within(values: Sequence[Any], low: float, high: float) -> bool:
+    """Whether every value of a list is a plain number (int or float, no bool), none NaN, all
+    within [low, high] (compared exactly, as Python compares an int with a float): a few C-level
+    passes, about 4 us for 64 values against 5 through a NumPy array (timeit). False sends the list
+    to a value-by-value path, which says what is wrong."""
+    if not set(map(type, values)) <= _NUMBERS:
+        return False
+    try:
+        total = sum(values)
+    except OverflowError:  # an integer too large for a float
+        return False
+    if total != total:  # a NaN among them (or infinities of both signs)
+        return False
+    return bool(low <= min(values) and max(values) <= high)
 
 
 def _valid_in_bulk(feature: Feature, values: list[Any]) -> bool:
     """Whether every value is already what the model wants (right type, in range, no null to
     replace): then the per-value check would change nothing and report nothing."""
-    types = set(map(type, values))
     kind = feature.kind
+    if kind in (Kind.DOUBLE, Kind.FLOAT):
+        return numbers_within(values, -NUMBER_LIMIT, NUMBER_LIMIT)
+    types = set(map(type, values))
     try:
-        if kind in (Kind.DOUBLE, Kind.FLOAT):
-            if not types <= _NUMBERS:
-                return False
-            magnitude = np.abs(np.array(values, dtype=np.float64))
-            return bool(magnitude.max() < _BULK_NUMBER_LIMIT)  # NaN fails this too
         if kind in (Kind.LONG, Kind.INTEGER):
             if types != {int}:
                 return False

@@ -245,7 +245,22 @@ def test_breaking_changes_are_named() -> None:
 
 
 BULK_VALUES: dict[Kind, list[Any]] = {
-    Kind.DOUBLE: [0.5, -3, 2**53 + 1, 3.0e38, -3.4e38, 3.5e38, 2**200, 2**2000, True, None, "1", math.nan],
+    Kind.DOUBLE: [
+        0.5,
+        -3,
+        2**53 + 1,
+        3.0e38,
+        -3.4e38,
+        3.5e38,
+        2**200,
+        2**2000,
+        True,
+        None,
+        "1",
+        math.nan,
+        math.inf,
+        -math.inf,
+    ],
     Kind.LONG: [7, -(2**63), 2**63 - 1, 2**63, 12.0, 1.5, True, None, "7", 2**53 + 1],
     Kind.INTEGER: [7, -(2**31), 2**31 - 1, 2**31, 3.0, None, False],
     Kind.BOOLEAN: [True, False, None, 1, "true"],
