@@ -158,7 +158,6 @@ class Admission:
             if self.ticket is None or not self.ticket.started:
                 metrics.shed_by_reason["expired" if isinstance(exc, Expired) else "disconnected"].inc()
             return
-        labels = self.predictor.name, self.predictor.version or ""
         if exc is None:
             outcome = "ok"
         elif isinstance(exc, ServingError) and exc.status_code < 500:
@@ -167,9 +166,7 @@ class Admission:
             outcome = "error"
         else:  # cancelled: the client is gone, nothing was answered
             return
-        metrics.predictions.labels(*labels, outcome).inc()
-        if self.n_rows:
-            metrics.rows.labels(*labels, "ok" if outcome == "ok" else "error").inc(self.n_rows)
+        metrics.count_prediction(self.predictor.name, self.predictor.version or "", outcome, self.n_rows)
         if self.plane.watch is not None:
             self.plane.watch.answered(self, exc)
 

@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 
 from model_api.metrics import Metrics
 from model_api.registry import LoadedModel
+from tests.support import metric_samples
 from tests.support import metric_value as value
 
 
@@ -29,3 +30,23 @@ def test_observe_batch_fills_the_batch_and_queue_histograms() -> None:
     assert value(text, "model_batch_size_sum", **labels) == 45
     assert value(text, "model_batch_size_bucket", **labels, le="8.0") == 1
     assert value(text, "queue_wait_seconds_bucket", **labels, le="0.0025") == 1
+
+
+def test_predictions_and_their_rows_are_counted_by_version_and_outcome() -> None:
+    metrics = Metrics()
+    metrics.count_prediction("M", "3", "ok", 5)
+    metrics.count_prediction("M", "3", "ok", 2)
+    metrics.count_prediction("M", "3", "invalid", 0)  # refused by the contract: no rows reached the model
+    metrics.count_prediction("M", "3", "error", 4)
+    metrics.count_prediction("M", "4", "ok", 1)  # a new version: its own series
+    text = metrics.render().decode()
+    v3, v4 = {"model_name": "M", "model_version": "3"}, {"model_name": "M", "model_version": "4"}
+    assert value(text, "predictions_total", **v3, outcome="ok") == 2
+    assert value(text, "predictions_total", **v3, outcome="invalid") == 1
+    assert value(text, "predictions_total", **v3, outcome="error") == 1
+    assert value(text, "predictions_total", **v4, outcome="ok") == 1
+    assert value(text, "prediction_rows_total", **v3, outcome="ok") == 7
+    assert value(text, "prediction_rows_total", **v3, outcome="error") == 4
+    assert value(text, "prediction_rows_total", **v4, outcome="ok") == 1
+    rows_series = [labels for name, labels in metric_samples(text) if name == "prediction_rows_total"]
+    assert len(rows_series) == 3  # none for the invalid request's rows
