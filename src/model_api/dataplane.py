@@ -183,8 +183,8 @@ class DataPlane:
         self.in_flight = 0
         """Prediction requests admitted and not yet answered (at most settings.max_in_flight)."""
         self.held = 0
-        """Prediction requests the HTTP protocol admitted and holds for a later turn of the loop
-        (`http_protocol.TurnPacer`): they count toward the bound until the app admits them."""
+        """Prediction requests the HTTP protocol admitted and paces (`http_protocol.TurnPacer`):
+        they count toward the bound until their task hands them to the app's admission."""
         self.shed_at = -math.inf
         """When (`time.monotonic()`) a request was last refused as overloaded."""
         self.loop_lag = LoopLag(LAG_INTERVAL_S, settings.max_loop_lag_ms / 1000)
@@ -293,7 +293,7 @@ class DataPlane:
         self.metrics.in_flight.inc()
 
     def unhold(self) -> None:
-        """A held request starts: its admission by the app counts it from now."""
+        """A held request reaches the app: its admission counts it from now."""
         self.held -= 1
         self.metrics.in_flight.dec()
 

@@ -72,55 +72,52 @@ class Holder(Protocol):
         """One more request held."""
 
     def unhold(self) -> None:
-        """A held request starts: from now on the app's admission counts it."""
+        """A held request reaches the app: from now on the app's admission counts it."""
 
     def drop_held(self) -> None:
         """A held request's client left before it started: it never will."""
 
 
 class TurnPacer:
-    """Starts at most `per_turn` requests per turn of the event loop; the others wait, in order,
-    for the next turns, counted by the `holder` meanwhile. A turn here is from one run of the
-    pacer's callback to the next (it runs once per loop turn while requests wait)."""
+    """Starts the requests it is given at most `per_turn` per turn of the event loop, in order: each
+    waits at least until the loop runs the pacer's callback, which starts the first `per_turn`
+    waiting (their tasks take their first step in the next turn) and runs again in the next turn
+    while some wait. Every request is counted by the `holder` from `start` until its task hands it
+    to the app's admission, so that the bound sees it meanwhile."""
 
     def __init__(self, per_turn: int, holder: Holder) -> None:
         self.per_turn = per_turn
         self.holder = holder
-        self._started = 0
-        self._waiting: deque[tuple[Callable[[App], None], App, RequestResponseCycle]] = deque()
+        self._waiting: deque[tuple[Callable[[App], None], App, Callable[[], bool]]] = deque()
         self._armed = False
 
     @property
     def holding(self) -> bool:
         return bool(self._waiting)
 
-    def start(self, begin: Callable[[App], None], app: App, cycle: RequestResponseCycle) -> None:
-        """`begin(app)` now if this turn has room and none wait, else hold it for a later turn."""
-        self._arm()
-        if self._started < self.per_turn and not self._waiting:
-            self._started += 1
-            begin(app)
-            return
+    def start(self, begin: Callable[[App], None], app: App, gone: Callable[[], bool]) -> None:
+        """Call `begin` with `app` (which, when it runs, first stops counting the request as held)
+        when the pacer's callback gets to the request, unless `gone()` says by then that its client
+        left (then it is dropped)."""
         self.holder.hold()
-        self._waiting.append((begin, app, cycle))
-
-    def _arm(self) -> None:
+        self._waiting.append((begin, app, gone))
         if not self._armed:
             self._armed = True
             asyncio.get_running_loop().call_soon(self._turn)
 
     def _turn(self) -> None:
         self._armed = False
-        self._started = 0
-        while self._waiting and self._started < self.per_turn:
-            begin, app, cycle = self._waiting.popleft()
-            if cycle.disconnected:  # its client left while it waited
+        started = 0
+        while self._waiting and started < self.per_turn:
+            begin, app, gone = self._waiting.popleft()
+            if gone():  # its client left while it waited
                 self.holder.drop_held()
                 continue
-            self._started += 1
+            started += 1
             begin(self._handed_over(app))
         if self._waiting:
-            self._arm()
+            self._armed = True
+            asyncio.get_running_loop().call_soon(self._turn)
 
     def _handed_over(self, app: App) -> App:
         """`app`, which first stops counting the request as held: the app's admission counts it next,
@@ -199,6 +196,11 @@ class CoalescingTransport:
         self._pending.clear()
         if not self._lost:
             self._transport.write(data)
+
+    @property
+    def is_lost(self) -> bool:
+        """Whether the connection is gone (`lost` was called)."""
+        return self._lost
 
     def lost(self) -> None:
         """The connection is gone: what is gathered is dropped, as uvicorn drops its writes then."""
@@ -293,7 +295,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             return
         self._pace = None
         begin = super()._start_asgi_task
-        pacer.start(lambda paced: begin(cycle, paced), app, cycle)
+        coalescing = self._coalescing
+        # uvicorn marks only the connection's latest cycle disconnected; a lost transport says it
+        # for a request queued behind another as well.
+        pacer.start(lambda paced: begin(cycle, paced), app, lambda: cycle.disconnected or coalescing.is_lost)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -124,10 +124,10 @@ class Settings(BaseSettings):
     0: no bound. Chosen with `make overload` (see the README's Overload section)."""
 
     pace_per_turn: int = Field(default=16, ge=0)
-    """While the worker sheds (it refused a request in the last 50 ms), at most this many admitted
-    prediction requests start per turn of its event loop; the others wait, admitted and counted
-    in flight, for the next turns. A refusal waits for the loop's current turn, so shorter turns
-    answer refusals sooner. 0 turns pacing off. See the README's Overload section."""
+    """While the worker sheds (it refused a request in the last 50 ms), admitted prediction
+    requests start at most this many per turn of its event loop, in arrival order, counted in
+    flight while they wait. A refusal waits for the loop's current turn, so shorter turns answer
+    refusals sooner. 0 turns pacing off. See the README's Overload section."""
 
     max_loop_lag_ms: float = Field(default=0.0, ge=0)
     """While the worker's event loop runs more than this late (its core is saturated), new

@@ -8,8 +8,10 @@ busy with the first request and later ones wait in the queue, so nothing depends
 from __future__ import annotations
 
 import dataclasses
+import math
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import uvicorn
 
 from model_api.http_protocol import CoalescingHttpToolsProtocol
 from model_api.main import create_app
@@ -25,8 +28,8 @@ from model_api.middleware.admission import EarlyRefusal
 from model_api.registry import LoadedModel
 from model_api.settings import Settings
 from tests.api.test_api import Gated
+from tests.support import free_port, server_in_thread, wait_until
 from tests.support import metric_value as value
-from tests.support import server_in_thread, wait_until
 
 MODEL = "ChurnPredictor"
 
@@ -397,3 +400,90 @@ def test_admitted_prediction_requests_are_paced_only_while_the_worker_sheds(regi
     off = create_app(Settings(tracking_uri=registry.tracking_uri, pace_per_turn=0)).state.dataplane
     off.refuse()
     assert EarlyRefusal(off, AccessLog(off.metrics), app).pacer(b"POST", b"/predict", "") is None
+
+
+def test_while_shedding_the_first_arrivals_of_a_turn_are_admitted_and_the_rest_refused(
+    registry: Any, champion: LoadedModel
+) -> None:
+    """Eight prediction requests read in one turn of the loop, a bound of 4, two starts a turn, the
+    worker shedding: the first four are counted toward the bound at once and answered, the others
+    refused by the protocol. Were a request the pacer starts in its first turn not counted until
+    its task ran, those held behind it would take its place and the app would refuse it."""
+    app = create_app(
+        Settings(tracking_uri=registry.tracking_uri, max_in_flight=4, pace_per_turn=2),
+        loader=lambda _: champion,
+    )
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", http=CoalescingHttpToolsProtocol
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), 60, "the server to start")
+        assert server.started
+        url = f"http://127.0.0.1:{port}"
+        body = orjson.dumps({"instances": httpx.get(f"{url}/model/info", timeout=10).json()["input_example"]})
+        request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        request += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        plane = app.state.dataplane
+        plane.shed_at = math.inf  # shedding throughout (a refusal "just now")
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(8)]
+        try:
+            time.sleep(0.2)  # every connection accepted
+            loop = server.servers[0].get_loop()
+            loop.call_soon_threadsafe(time.sleep, 0.5)  # the loop reads nothing meanwhile
+            time.sleep(0.1)
+            for conn in conns:
+                conn.sendall(request)
+                time.sleep(0.01)  # in this order
+            statuses = [int(read_head(conn).split()[1]) for conn in conns]
+        finally:
+            for conn in conns:
+                conn.close()
+        wait_until(lambda: value(httpx.get(f"{url}/metrics").text, "requests_in_flight") == 0, 10, "idle")
+        assert plane.held == 0 and plane.in_flight == 0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert statuses == [200] * 4 + [503] * 4
+
+
+def read_head(conn: socket.socket) -> bytes:
+    """An answer's status line and headers (the body is not read)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = conn.recv(65536)
+        assert chunk, "the server closed the connection before answering"
+        received += chunk
+    return received.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("path", ["/predict", "/invocations"])
+def test_a_client_that_leaves_before_its_body_is_read_is_shed_not_an_error(
+    registry: Any, champion: LoadedModel, path: str
+) -> None:
+    app = create_app(Settings(tracking_uri=registry.tracking_uri), loader=lambda _: champion)
+    with server_in_thread(app, http=CoalescingHttpToolsProtocol) as url:
+
+        def metrics() -> str:
+            return httpx.get(f"{url}/metrics", timeout=5).text
+
+        port = int(url.rsplit(":", 1)[1])
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as gone:
+            gone.sendall(head + b'{"instances": [')  # a tenth of the body, then the client leaves
+            wait_until(lambda: value(metrics(), "requests_in_flight") == 1, 10, "read")
+        wait_until(
+            lambda: value(metrics(), "requests_shed_total", reason="disconnected") == 1,
+            10,
+            "the request to be shed",
+        )
+        after = metrics()
+    assert value(after, "errors_total", code="internal_error") == 0  # Starlette's ClientDisconnect
+    assert value(after, "errors_total", code="client_disconnected") == 1
+    assert value(after, "requests_in_flight") == 0

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import PlainTextResponse, Response
 
-from model_api.api.body import DataPlaneDep
+from model_api.api.body import DataPlaneDep, read_body
 from model_api.api.errors import request_id_of
 from model_api.api.protocol import PREDICT_STATUSES, protocol_responses
 from model_api.api.route import DataPlaneRoute
@@ -156,7 +156,7 @@ async def invocations(request: Request, plane: DataPlaneDep) -> Response:
     request_id = request_id_of(request.scope)
     # 503 before reading the body
     with plane.admit(client=request, route="/invocations", request_id=request_id) as admission:
-        body = admission.payload = await request.body()
+        body = admission.payload = await read_body(request)
         result = await plane.infer(admission, parse_invocation(body, request.headers.get("content-type")))
         content = admission.answer = orjson.dumps(
             {"predictions": result.prediction.labels}, option=orjson.OPT_SERIALIZE_NUMPY
