@@ -197,11 +197,6 @@ class CoalescingTransport:
         if not self._lost:
             self._transport.write(data)
 
-    @property
-    def is_lost(self) -> bool:
-        """Whether the connection is gone (`lost` was called)."""
-        return self._lost
-
     def lost(self) -> None:
         """The connection is gone: what is gathered is dropped, as uvicorn drops its writes then."""
         self._lost = True
@@ -295,10 +290,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             return
         self._pace = None
         begin = super()._start_asgi_task
-        coalescing = self._coalescing
-        # uvicorn marks only the connection's latest cycle disconnected; a lost transport says it
-        # for a request queued behind another as well.
-        pacer.start(lambda paced: begin(cycle, paced), app, lambda: cycle.disconnected or coalescing.is_lost)
+        pacer.start(lambda paced: begin(cycle, paced), app, lambda: cycle.disconnected)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
