@@ -267,14 +267,15 @@ class DataPlane:
         return Admission(self, predictor, version, budget, receive, route=route, request_id=request_id)
 
     def full(self) -> bool:
-        """Whether the worker holds `max_in_flight` prediction requests (0: no bound), or a quarter
-        of them while its event loop lags past `max_loop_lag_ms` (its core is saturated; below a
-        quarter, a lag is a pause, a garbage collection or a long model call, not overload)."""
+        """Whether the worker holds `max_in_flight` prediction requests, admitted or held by the
+        HTTP protocol's pacer (0: no bound), or a quarter of them while its event loop lags past
+        `max_loop_lag_ms` (its core is saturated; below a quarter, a lag is a pause, a garbage
+        collection or a long model call, not overload)."""
         bound = self.settings.max_in_flight
-        held = self.in_flight + self.held
-        if bound and held >= bound:
+        places = self.in_flight + self.held
+        if bound and places >= bound:
             return True
-        return self.loop_lag.lagging and held >= max(1, bound // 4)
+        return self.loop_lag.lagging and places >= max(1, bound // 4)
 
     def refuse(self) -> Overloaded:
         """The refusal of a request past the bound, counted in `requests_shed_total{reason="overloaded"}`."""
