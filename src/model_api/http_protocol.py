@@ -101,6 +101,10 @@ class TurnPacer:
         left (then it is dropped)."""
         self.holder.hold()
         self._waiting.append((begin, app, gone))
+        self._arm()
+
+    def _arm(self) -> None:
+        """Have the loop run `_turn` (once, however many requests come before it does)."""
         if not self._armed:
             self._armed = True
             asyncio.get_running_loop().call_soon(self._turn)
@@ -116,8 +120,7 @@ class TurnPacer:
             started += 1
             begin(self._handed_over(app))
         if self._waiting:
-            self._armed = True
-            asyncio.get_running_loop().call_soon(self._turn)
+            self._arm()
 
     def _handed_over(self, app: App) -> App:
         """`app`, which first stops counting the request as held: the app's admission counts it next,
