@@ -53,10 +53,10 @@ HEALTH_TIMEOUT_S = 1.0
 LAG_LIMIT_S = 0.01
 """If the generator's p99 send lag passes this, it fell behind and the run says so."""
 GAUGES = ("requests_in_flight", "queue_depth", "http_requests_inprogress")
+"""Gauges whose peak (summed over labels, per scrape) the report gives."""
 FLOOR_S = 5.0
 """Seconds of the spike's rate offered to the floor server (tests/bench/floor.py); the first is not
 counted (connections warming)."""
-"""Gauges whose peak (summed over labels, per scrape) the report gives."""
 
 
 @dataclass
