@@ -38,10 +38,8 @@ def test_the_demo_pipeline_is_bit_exact() -> None:
     specs = [ColumnSpec(c, kinds.get(c, "string")) for c in frame.columns]
     fast, reason = build_fast_path(model, specs, converter(specs), n_random=200_000)
     assert fast is not None, reason
-    # Tree.apply for large batches; a faster evaluator (timed at load) may answer small ones
-    assert re.match(
-        r"(\S.* up to \d+ rows, )?scikit-learn Tree.apply( above)?: ColumnTransformer -> ", reason
-    )
+    # the compiled walk by levels for large batches; by rows (timed at load) may answer small ones
+    assert re.match(r"(\S.* up to \d+ rows, )?compiled tree walk( above)?: ColumnTransformer -> ", reason)
     columns = {c: frame[c].head(3).tolist() for c in frame.columns}
     labels, proba = fast.predict(columns, 3, True)
     assert proba is not None

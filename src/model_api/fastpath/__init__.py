@@ -4,11 +4,11 @@
 RandomForest, ExtraTrees, GradientBoosting, HistGradientBoosting; XGBoost; LightGBM), alone or as
 the last step of a Pipeline of StandardScaler, RobustScaler, MinMaxScaler, MaxAbsScaler,
 OneHotEncoder, OrdinalEncoder, SimpleImputer, MissingIndicator and ColumnTransformer steps, into
-numpy preprocessing plus a tree evaluator (scikit-learn's own `Tree.apply` for forests, treelite
-GTIL or the library's own predict for XGBoost and LightGBM, a numpy evaluator for the gradient
-boosting models, where GTIL is not exact), then checks it against the model on rows built from
-the model's own split thresholds. Modules: `base`, `preprocess`, `encoders` (the transformers),
-`stacked`, `trees`, `boosters` (the evaluators), `verify` (the rows and the bit comparison),
+numpy preprocessing plus a tree evaluator (a tree walk compiled by numba for scikit-learn's
+forests and gradient boosting models, treelite GTIL or the library's own predict for XGBoost and
+LightGBM), then checks it against the model on rows built from the model's own split thresholds.
+Modules: `base`, `preprocess`, `encoders` (the transformers), `stacked`, `compiled`, `trees`,
+`boosters` (the evaluators), `verify` (the rows and the bit comparison),
 `path` (FastPath, what a request runs), `build` (compile and check).
 """
 

@@ -33,8 +33,8 @@ def _index(categories: np.ndarray) -> tuple[dict[Any, int], int | None]:
 def _codes(col: np.ndarray, index: dict[Any, int], nan_at: int | None) -> np.ndarray:
     """Positions of the column's values in the categories; -1 where unknown."""
     get = index.get
-    out = [nan_at if v != v else get(v, -1) for v in col.tolist()]
-    return np.array([-1 if c is None else c for c in out], dtype=np.int64)
+    missing = -1 if nan_at is None else nan_at
+    return np.array([missing if v != v else get(v, -1) for v in col.tolist()], dtype=np.int64)
 
 
 def encoder(step: Any, origins: Origins) -> Step:

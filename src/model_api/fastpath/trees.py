@@ -5,27 +5,29 @@ a preprocessed float64 matrix [n_rows, n_features]; the builder keeps the first 
 finds bit-exact. Each evaluator feeds its trees the input type their trainer used: float32-rounded
 for scikit-learn's tree models and XGBoost, float64 for HistGradientBoosting and LightGBM.
 
-- RandomForest / ExtraTrees: each tree's own `tree_.apply` (scikit-learn's Cython walk, so the
-  comparisons and NaN routing are the model's) and the leaf values summed from zero in tree order,
-  then divided by the tree count, as `ForestClassifier.predict_proba` does. treelite GTIL is exact
-  too and is the second choice: measured on the demo forest (100 trees, depth 12) it takes
-  0.044 ms for 1 row against 0.20 ms here, but 1.4 ms for 64 rows against 0.8 ms, and 1.9 s for
-  50k rows against 0.4 s, which would make the load-time check of 200k rows take over 8 s.
-  The stacked numpy evaluator is the third.
-- GradientBoosting, HistGradientBoosting: the stacked numpy evaluator (see `stacked.py` for why),
-  with the model's own `_loss.predict_proba` / link on the raw scores.
+- RandomForest / ExtraTrees: the compiled walks (`compiled.py`, numba) over the stacked trees, leaf
+  values summed from zero in tree order, then divided by the tree count, as
+  `ForestClassifier.predict_proba` does. Without numba: each tree's own `tree_.apply`
+  (scikit-learn's Cython walk) with the same sum, then treelite GTIL (exact too: 0.044 ms for 1 row
+  of the demo forest, 100 trees of depth 12, against 0.20 ms for `Tree.apply`, but 1.4 ms for 64
+  rows against 0.8 ms, and 1.9 s for 50k rows, which would make the load-time check of 200k rows
+  take over 8 s), then the stacked numpy evaluator.
+- GradientBoosting, HistGradientBoosting: the compiled walks, then the stacked numpy evaluator (see
+  `stacked.py` for why not GTIL), with the model's own `_loss.predict_proba` / link on the raw
+  scores.
 - XGBoost, LightGBM (scikit-learn API): treelite GTIL, then the estimator's own predict on the
   numpy matrix (the library's evaluator without the DataFrame and pipeline around it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from model_api.fastpath.compiled import CompiledTrees
 from model_api.fastpath.preprocess import Unsupported
 from model_api.fastpath.stacked import StackedTrees, Tree
 
@@ -79,6 +81,31 @@ def gtil(model: Any) -> Callable[[np.ndarray], np.ndarray]:
         return np.asarray(_predict_impl(model, X, config=config))
 
     return predict
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One way to walk a list of Trees: `make(trees).sum(X, start)` (see stacked.py, compiled.py)."""
+
+    name: str
+    make: Callable[[Sequence[Tree]], StackedTrees]
+
+
+NUMPY = Stack("numpy stacked trees", StackedTrees)
+COMPILED = (
+    Stack("compiled tree walk", CompiledTrees),
+    Stack("compiled tree walk, row by row", lambda trees: CompiledTrees(trees, by_rows=True)),
+)
+"""The compiled walks (numba): by levels for large batches, then by rows, which the builder times
+against it for small batches (`build._small_batch_partner`)."""
+
+
+def _named(build: Callable[[Stack], Evaluator], kind: Stack) -> Callable[[], Evaluator]:
+    def make() -> Evaluator:
+        return build(kind)
+
+    make.__name__ = kind.name
+    return make
 
 
 def _sk_thresholds(trees: list[Any]) -> dict[int, np.ndarray]:
@@ -136,19 +163,20 @@ def forest_candidates(est: Any) -> list[Callable[[], Evaluator]]:
 
         return Evaluator("scikit-learn Tree.apply", run, classifier, True, thresholds, n_trees)
 
-    def with_numpy() -> Evaluator:
+    def with_stack(kind: Stack) -> Evaluator:
         width = int(est.n_classes_) if classifier else 1
-        stacked = StackedTrees([_sk_tree(t, t.value[:, 0, :width]) for t in trees])
+        stack = kind.make([_sk_tree(t, t.value[:, 0, :width]) for t in trees])
         start = np.zeros(width)
 
         def run(X: np.ndarray, probabilities: bool) -> Result:
-            total = stacked.sum(X.astype(np.float32), start)
+            total = stack.sum(X.astype(np.float32), start)
             total /= n_trees
             return finish(total, probabilities)
 
-        return Evaluator("numpy stacked trees", run, classifier, True, thresholds, n_trees)
+        return Evaluator(kind.name, run, classifier, True, thresholds, n_trees)
 
-    return [with_apply, with_treelite, with_numpy]
+    compiled = [_named(with_stack, kind) for kind in COMPILED]
+    return [*compiled, with_apply, with_treelite, _named(with_stack, NUMPY)]
 
 
 def gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]:
@@ -165,9 +193,9 @@ def gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]:
     start = est._raw_predict_init(np.zeros((1, est.n_features_in_), dtype=np.float32))[0]
     rate = est.learning_rate
 
-    def build() -> Evaluator:
+    def build(kind: Stack) -> Evaluator:
         per_class = [
-            StackedTrees(
+            kind.make(
                 [_sk_tree(e.tree_, rate * e.tree_.value[:, 0, :1], missing=False) for e in stages[:, k]]
             )
             for k in range(n_k)
@@ -185,9 +213,9 @@ def gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]:
             proba = est._loss.predict_proba(decision) if probabilities else None
             return est.classes_[encoded], proba
 
-        return Evaluator("numpy stacked trees", run, classifier, True, thresholds, stages.size)
+        return Evaluator(kind.name, run, classifier, True, thresholds, stages.size)
 
-    return [build]
+    return [_named(build, kind) for kind in (*COMPILED, NUMPY)]
 
 
 def hist_gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]:
@@ -221,8 +249,8 @@ def hist_gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]
     thresholds = {f: np.unique(np.concatenate(v)) for f, v in found.items()}
     baseline = np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1)
 
-    def build() -> Evaluator:
-        stacks = [StackedTrees(trees) for trees in per_class]
+    def build(kind: Stack) -> Evaluator:
+        stacks = [kind.make(trees) for trees in per_class]
 
         def run(X: np.ndarray, probabilities: bool) -> Result:
             raw = np.zeros((X.shape[0], n_k), order="F")
@@ -235,6 +263,6 @@ def hist_gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]
             proba = est._loss.predict_proba(raw) if probabilities else None
             return est.classes_[encoded], proba
 
-        return Evaluator("numpy stacked trees", run, classifier, False, thresholds, sum(map(len, per_class)))
+        return Evaluator(kind.name, run, classifier, False, thresholds, sum(map(len, per_class)))
 
-    return [build]
+    return [_named(build, kind) for kind in (*COMPILED, NUMPY)]

@@ -1,0 +1,126 @@
+"""The compiled tree walks (numba): StackedTrees' arithmetic bit for bit, and a fallback without them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
+
+from model_api import demo
+from model_api.fastpath import ColumnSpec, build_fast_path
+from model_api.fastpath import compiled as compiled_module
+from model_api.fastpath.compiled import BLOCK, CompiledTrees
+from model_api.fastpath.stacked import StackedTrees, Tree
+from model_api.fastpath.trees import _sk_tree
+from tests.unit.fastpath_support import NUMERIC, converter, table
+
+
+def _forest_trees() -> tuple[list[Tree], np.ndarray]:
+    """A forest trained on rows with NaN (so some splits send NaN left, some right), and its splits."""
+    frame, label, _ = table(nan=True)
+    forest = RandomForestClassifier(n_estimators=15, random_state=0).fit(frame[NUMERIC], label)
+    trees = [_sk_tree(e.tree_, e.tree_.value[:, 0, :3]) for e in forest.estimators_]
+    assert any(t.missing_left[t.left >= 0].any() for t in trees)
+    assert any((~t.missing_left[t.left >= 0]).any() for t in trees)
+    return trees, np.concatenate([t.threshold[t.left >= 0] for t in trees])
+
+
+def _hist_trees() -> list[Tree]:
+    frame, _, score = table(nan=True)
+    model = HistGradientBoostingRegressor(max_iter=15, random_state=0).fit(frame[NUMERIC], score)
+    trees = []
+    for (predictor,) in model._predictors:
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        trees.append(
+            Tree(
+                nodes["feature_idx"],
+                nodes["num_threshold"],
+                np.where(leaf, -1, nodes["left"].astype(np.intp)),
+                np.where(leaf, -1, nodes["right"].astype(np.intp)),
+                nodes["missing_go_to_left"],
+                nodes["value"].astype(np.float64)[:, None],
+            )
+        )
+    return trees
+
+
+def _rows(n: int, n_features: int, splits: np.ndarray, dtype: Any, seed: int = 0) -> np.ndarray:
+    """Random rows with values on split thresholds, one float step either side, and NaN."""
+    rng = np.random.default_rng(seed)
+    X = rng.choice(splits, size=(n, n_features)).astype(np.float64)
+    step = rng.integers(-1, 2, size=X.shape)
+    X = np.where(step < 0, np.nextafter(X, -np.inf), np.where(step > 0, np.nextafter(X, np.inf), X))
+    X[rng.random(X.shape) < 0.08] = np.nan
+    with np.errstate(over="ignore"):  # a split at infinity (NaN apart from the rest), one step below
+        return X.astype(dtype)
+
+
+@pytest.mark.parametrize("by_rows", [False, True], ids=["by levels", "by rows"])
+@pytest.mark.parametrize("n", [0, 1, 7, BLOCK, 2 * BLOCK + 3])
+def test_each_walk_is_the_numpy_walk_bit_for_bit(by_rows: bool, n: int) -> None:
+    trees, splits = _forest_trees()
+    X = _rows(n, len(NUMERIC), splits, np.float32)
+    start = np.array([0.0, -0.0, 0.25])
+    got = CompiledTrees(trees, by_rows=by_rows).sum(X, start)
+    expected = StackedTrees(trees).sum(X, start)
+    assert got.shape == expected.shape == (n, 3)
+    assert (got.view(np.uint64) == expected.view(np.uint64)).all()
+    hist = _hist_trees()
+    X64 = _rows(n, len(NUMERIC), np.concatenate([t.threshold for t in hist]), np.float64, seed=1)
+    got = CompiledTrees(hist, by_rows=by_rows).sum(X64, np.array([0.1]))
+    expected = StackedTrees(hist).sum(X64, np.array([0.1]))
+    assert (got.view(np.uint64) == expected.view(np.uint64)).all()
+
+
+def test_a_moved_threshold_changes_the_answer() -> None:
+    """The comparison above can fail: a tree whose splits sit one float32 step higher answers
+    differently on rows placed on the splits."""
+    trees, splits = _forest_trees()
+    X = _rows(2_000, len(NUMERIC), splits, np.float32)
+    moved = [
+        Tree(
+            t.feature,
+            np.nextafter(t.threshold.astype(np.float32), np.float32(np.inf)).astype(np.float64),
+            t.left,
+            t.right,
+            t.missing_left,
+            t.value,
+        )
+        for t in trees
+    ]
+    start = np.zeros(3)
+    assert not np.array_equal(CompiledTrees(moved).sum(X, start), StackedTrees(trees).sum(X, start))
+
+
+def _demo_reason() -> str:
+    frame, label = demo.make_churn_table(400)
+    model = demo.build_pipeline(n_trees=10).fit(frame, label)
+    kinds = {c: "long" if frame[c].dtype.kind == "i" else "double" for c in demo.NUMERIC}
+    specs = [ColumnSpec(c, kinds.get(c, "string")) for c in frame.columns]
+    fast, reason = build_fast_path(model, specs, converter(specs), n_random=20_000)
+    assert fast is not None, reason
+    return reason
+
+
+def test_a_forest_is_served_by_the_compiled_walks() -> None:
+    reason = _demo_reason()
+    assert re.match(
+        r"(compiled tree walk, row by row up to \d+ rows, )?compiled tree walk( above)?: ", reason
+    )
+
+
+@pytest.mark.parametrize("error", [ImportError("no numba"), TypeError("a numba that compiles otherwise")])
+def test_without_the_compiled_walks_a_forest_falls_back_to_tree_apply(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def broken() -> Any:
+        raise error
+
+    monkeypatch.setattr(compiled_module, "_kernels", broken)
+    reason = _demo_reason()
+    assert "compiled" not in reason
+    assert re.match(r"(\S.* up to \d+ rows, )?scikit-learn Tree.apply( above)?: ColumnTransformer", reason)
