@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -38,7 +39,13 @@ SCENARIOS = [
     ("single row, c=8", 1, 8),
     ("single row, c=64", 1, 64),
     ("64 rows, c=8", 64, 8),
+    (DIFFERENT := "64 different rows, c=8", 64, 8),
 ]
+"""(name, rows a request, connections). Every scenario repeats one body built from the model's input
+example, except DIFFERENT: BODIES bodies of 64 rows each, none the same, sent in turn. A repeated
+body flatters a tree walk that branches (the processor learns the paths of the same few rows):
+with DIFFERENT the server walks the trees as it would for real clients."""
+BODIES = 32
 
 
 @dataclass
@@ -133,8 +140,9 @@ def to_ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def wrk(url: str, body: Path, connections: int, seconds: int) -> dict[str, float]:
-    env = {**os.environ, "BODY_FILE": str(body)}
+def wrk(url: str, bodies: list[Path], connections: int, seconds: int) -> dict[str, float]:
+    """POST `bodies` in turn (post.lua) for `seconds`: req/s, p50 and p99 (ms) and errors."""
+    env = {**os.environ, "BODY_FILES": " ".join(str(b) for b in bodies)}
     cmd = [
         "taskset",
         "-c",
@@ -168,14 +176,15 @@ def measure(
     name: str,
     proc: subprocess.Popen[bytes],
     url: str,
-    bodies: dict[int, Path],
+    bodies: dict[str, list[Path]],
     seconds: int,
     scenarios: list[tuple[str, int, int]],
 ) -> list[Result]:
+    """Run `scenarios` against `url`; `bodies` maps a scenario's name to the bodies it sends."""
     results = []
     for scenario, rows, connections in scenarios:
-        wrk(url, bodies[rows], connections, 3)  # warm-up
-        stats = wrk(url, bodies[rows], connections, seconds)
+        wrk(url, bodies[scenario], connections, 3)  # warm-up
+        stats = wrk(url, bodies[scenario], connections, seconds)
         rss = tree_rss_mb(proc.pid)
         results.append(
             Result(
@@ -197,6 +206,33 @@ def measure(
             flush=True,
         )
     return results
+
+
+def answers(url: str, body: Path) -> list[object]:
+    """The predictions a server gives for one 64-row body."""
+    got = httpx.post(url, content=body.read_bytes(), headers={"content-type": "application/json"}, timeout=30)
+    predictions: list[object] = got.json()["predictions"]
+    assert len(predictions) == 64, got.text[:200]
+    return predictions
+
+
+def different_records(example: list[dict[str, object]], n: int, seed: int = 0) -> list[dict[str, object]]:
+    """`n` rows unlike one another, each column drawn from what the input example holds: numbers
+    uniformly between the column's smallest and largest (integers stay integers; floats keep two
+    decimals), other values picked among the example's."""
+    rng = random.Random(seed)
+    columns = {name: [r[name] for r in example] for name in example[0]}
+    rows: list[dict[str, object]] = [{} for _ in range(n)]
+    for name, values in columns.items():
+        numbers = [v for v in values if type(v) in (int, float)]
+        for row in rows:
+            if len(numbers) == len(values) and all(type(v) is int for v in numbers):
+                row[name] = rng.randint(min(numbers), max(numbers))  # type: ignore[type-var]
+            elif len(numbers) == len(values):
+                row[name] = round(rng.uniform(min(numbers), max(numbers)), 2)  # type: ignore[type-var]
+            else:
+                row[name] = rng.choice(values)
+    return rows
 
 
 def _median_ms(call: Callable[[], object], repeat: int = 40) -> float:
@@ -231,6 +267,13 @@ def in_process(tracking_uri: str, uri: str) -> dict[str, float]:
             records = [{k: (None if v != v else v) for k, v in r.items()} for r in frame.to_dict("records")]
             batch: Batch = schema.parse_records(records, max_rows=n)
             out[f"fast_{n}_rows_ms"] = _median_ms(functools.partial(fast.evaluate, batch.columns, False))
+    if fast is not None and schema is not None:  # 64 rows none the same (the DIFFERENT scenario's)
+        example = [
+            {k: (None if v != v else v) for k, v in r.items()}
+            for r in loaded.input_example.to_dict("records")
+        ]
+        batch = schema.parse_records(different_records(example, 64), max_rows=64)
+        out["fast_64_different_rows_ms"] = _median_ms(functools.partial(fast.evaluate, batch.columns, False))
     return out
 
 
@@ -265,6 +308,8 @@ def main() -> int:
         if f"{key}_1_rows_ms" in limit:
             one, many = limit[f"{key}_1_rows_ms"], limit[f"{key}_64_rows_ms"]
             print(f"  {label:<14} 1 row {one:.2f} ms, 64 rows {many:.2f} ms")
+    if "fast_64_different_rows_ms" in limit:
+        print(f"  {'fast path':<14} 64 different rows {limit['fast_64_different_rows_ms']:.2f} ms")
 
     info_port = free_port()
     ours_env = {**base_env, "MODEL_API_PORT": str(info_port), "MODEL_API_HOST": "127.0.0.1"}
@@ -278,28 +323,26 @@ def main() -> int:
         print(f"  served by {served_by}: {info.get('fast_path_reason', '')}", flush=True)
         names = [c["name"] for c in info["inputs"]]
         example = info["input_example"]
-        records = {n: [example[i % len(example)] for i in range(n)] for n in (1, 64)}
-        bodies: dict[str, dict[int, Path]] = {"ours": {}, "mlflow": {}, "ceiling": {}}
-        for n, recs in records.items():
-            for server_name, payload in (
-                ("ours", {"instances": recs}),
-                (
-                    "mlflow",
-                    {"dataframe_split": {"columns": names, "data": [[r[c] for c in names] for r in recs]}},
-                ),
-                ("ceiling", {"instances": recs}),
-            ):
-                path = args.out / f"body-{server_name}-{n}.json"
-                path.write_text(json.dumps(payload))
-                bodies[server_name][n] = path
-        check = httpx.post(
-            f"{ours_url}/predict",
-            content=bodies["ours"][64].read_bytes(),
-            headers={"content-type": "application/json"},
-            timeout=10,
-        ).json()
-        assert len(check["predictions"]) == 64, check
-        expected = check["predictions"]
+        repeated = {n: [example[i % len(example)] for i in range(n)] for n in (1, 64)}
+        different = different_records(example, BODIES * 64)
+        requests = {name: [repeated[rows]] for name, rows, _ in SCENARIOS if name != DIFFERENT}
+        requests[DIFFERENT] = [different[i * 64 : (i + 1) * 64] for i in range(BODIES)]
+        bodies: dict[str, dict[str, list[Path]]] = {"ours": {}, "mlflow": {}, "ceiling": {}}
+        (args.out / "bodies").mkdir(exist_ok=True)
+        for k, (scenario, sent) in enumerate(requests.items()):
+            for server_name in bodies:
+                bodies[server_name][scenario] = []
+                for i, recs in enumerate(sent):
+                    payload = (
+                        {"dataframe_split": {"columns": names, "data": [[r[c] for c in names] for r in recs]}}
+                        if server_name == "mlflow"
+                        else {"instances": recs}
+                    )
+                    path = args.out / "bodies" / f"{server_name}-scenario{k}-{i}.json"
+                    path.write_text(json.dumps(payload))
+                    bodies[server_name][scenario].append(path)
+        checked = ("64 rows, c=8", DIFFERENT)  # the answers both servers must agree on
+        expected = [answers(f"{ours_url}/predict", bodies["ours"][name][0]) for name in checked]
         print("model-api serve ...", flush=True)
         results += measure("model-api", proc, f"{ours_url}/predict", bodies["ours"], args.seconds, SCENARIOS)
 
@@ -321,13 +364,8 @@ def main() -> int:
         "1",
     ]
     with server(mlflow_cmd, base_env, f"{mlflow_url}/ping", args.out / "mlflow.log") as proc:
-        check = httpx.post(
-            f"{mlflow_url}/invocations",
-            content=bodies["mlflow"][64].read_bytes(),
-            headers={"content-type": "application/json"},
-            timeout=30,
-        ).json()
-        assert check["predictions"] == expected, "both servers give the same answers"
+        got = [answers(f"{mlflow_url}/invocations", bodies["mlflow"][name][0]) for name in checked]
+        assert got == expected, "both servers give the same answers"
         print("mlflow models serve ...", flush=True)
         results += measure(
             "mlflow", proc, f"{mlflow_url}/invocations", bodies["mlflow"], args.seconds, SCENARIOS
@@ -376,6 +414,8 @@ def report(results: list[Result], limit: dict[str, float], out: Path, served_by:
     for label, key in (("model predict (DataFrame)", "predict"), ("fast path (request columns)", "fast")):
         if f"{key}_1_rows_ms" in limit:
             lines.append(f"| {label} | {limit[f'{key}_1_rows_ms']:.2f} | {limit[f'{key}_64_rows_ms']:.2f} |")
+    if "fast_64_different_rows_ms" in limit:
+        lines.append(f"| fast path, 64 rows none the same | | {limit['fast_64_different_rows_ms']:.2f} |")
     lines += [
         "",
         "| scenario | server | req/s | rows/s | p50 ms | p99 ms | errors | RSS MB | ours/mlflow |",

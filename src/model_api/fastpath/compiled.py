@@ -1,21 +1,22 @@
 """StackedTrees' walk compiled to machine code by numba: the same arithmetic, 3-50x faster.
 
 Why our own loop rather than a library's: measured on the demo forest (100 trees, depth 12,
-70k nodes; one core, numba 0.68), per batch of 1 / 16 / 64 / 512 rows:
+70k nodes) with rows of its own training table, one core, numba 0.68, per batch of 1 / 8 / 64 /
+512 rows:
 
-| evaluator                                   | 1 row    | 16 rows  | 64 rows  | 512 rows |
+| evaluator                                   | 1 row    | 8 rows   | 64 rows  | 512 rows |
 |---------------------------------------------|----------|----------|----------|----------|
-| scikit-learn `Tree.apply`, tree by tree     | 0.34 ms  | 0.44 ms  | 1.08 ms  | 5.1 ms   |
+| scikit-learn `Tree.apply`, tree by tree     | 0.20 ms  | 0.23 ms  | 1.03 ms  | 5.2 ms   |
 | treelite GTIL (exact for forests only)      | 0.04 ms  |          | 1.4 ms   |          |
 | numpy stacked trees (`stacked.py`)          |          |          | 1.3 ms   |          |
-| compiled, a row at a time (`by_rows=True`)  | 0.006 ms | 0.15 ms  | 0.71 ms  | 5.8 ms   |
-| compiled, a level at a time                 | 0.022 ms | 0.08 ms  | 0.32 ms  | 2.5 ms   |
+| compiled, a row at a time (`by_rows=True`)  | 0.004 ms | 0.040 ms | 0.71 ms  | 4.9 ms   |
+| compiled, a level at a time                 | 0.012 ms | 0.026 ms | 0.26 ms  | 1.9 ms   |
 
 `Tree.apply` pays ~3 us of Python per tree; its walk, like GTIL's, branches on every split, and a
 split's direction is as good as random to the processor, so each step waits out a mispredicted
 branch (~6-9 ns). The level-at-a-time walk moves every row of a batch one level down the tree
 per pass, choosing the child by arithmetic rather than a branch (leaves point to themselves): the
-rows' steps are independent and overlap (~4 ns a step). For one row there is nothing to overlap and
+rows' steps are independent and overlap (~3 ns a step). For one row there is nothing to overlap and
 the branching walk, which runs ahead on its predictions, is faster; the builder times both at load
 and uses each where it is faster (`build.by_batch_size`). numba is a maintained compiler: the loops
 below are ours, their code generation is not.
