@@ -98,8 +98,8 @@ def run(
                     example = httpx.get(f"{url}/model/info", timeout=5).json()["input_example"]
                     body = out / "body-watch-1.json"
                     body.write_text(json.dumps({"instances": example[:1]}))
-                wrk(f"{url}/predict", body, SCENARIO[2], 3)  # warm-up
-                stats = wrk(f"{url}/predict", body, SCENARIO[2], seconds)
+                wrk(f"{url}/predict", [body], SCENARIO[2], 3)  # warm-up
+                stats = wrk(f"{url}/predict", [body], SCENARIO[2], seconds)
                 stats |= counters(url)
             runs[name].append(stats)
             print(
