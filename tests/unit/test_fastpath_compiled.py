@@ -124,3 +124,12 @@ def test_without_the_compiled_walks_a_forest_falls_back_to_tree_apply(
     reason = _demo_reason()
     assert "compiled" not in reason
     assert re.match(r"(\S.* up to \d+ rows, )?scikit-learn Tree.apply( above)?: ColumnTransformer", reason)
+
+
+def test_rows_narrower_than_the_trees_read_are_refused() -> None:
+    """The loops index X unchecked: a matrix without every feature a split reads never reaches them."""
+    trees, splits = _forest_trees()
+    X = _rows(4, len(NUMERIC), splits, np.float32)
+    for by_rows in (False, True):
+        with pytest.raises(ValueError, match="features"):
+            CompiledTrees(trees, by_rows=by_rows).sum(X[:, :2], np.zeros(3))

@@ -124,8 +124,10 @@ class CompiledTrees(StackedTrees):
             raise RuntimeError(f"numba could not compile the tree walk ({type(exc).__name__})") from exc
         self._kernel = rows if by_rows else by_levels
         self.by_rows = by_rows
-        if len(self.feature) >= 2**32:
+        if 4 * len(self.feature) >= 2**32:  # a node's record starts at 4 * node, in uint32
             raise RuntimeError("more tree nodes than the compiled walk indexes")
+        # The loops read X[i, feature] unchecked (numba does not check bounds): a narrower X is refused.
+        self._width = int(self.feature.max()) + 1 if len(self.feature) else 0
         self._nodes = np.empty(4 * len(self.feature), dtype=np.uint32)
         for j, column in enumerate((self.feature, self.left, self.right, self.missing_left)):
             self._nodes[j::4] = column
@@ -134,6 +136,8 @@ class CompiledTrees(StackedTrees):
         self._value = np.ascontiguousarray(self.value, dtype=np.float64)
 
     def sum(self, X: np.ndarray, start: np.ndarray) -> np.ndarray:
+        if X.ndim != 2 or X.shape[1] < self._width:
+            raise ValueError(f"X has {X.shape[-1]} features; the trees read {self._width}")
         out = np.empty((X.shape[0], self._value.shape[1]), dtype=np.float64)
         out[:] = start
         nodes, threshold, value = self._nodes, self.threshold, self._value
