@@ -284,8 +284,8 @@ def main() -> int:
         )
         capacity = args.capacity
         if not capacity:
-            wrk(url, body, 64, 2)  # warm-up
-            saturated = wrk(url, body, 64, args.capacity_seconds)
+            wrk(url, [body], 64, 2)  # warm-up
+            saturated = wrk(url, [body], 64, args.capacity_seconds)
             # Only answers count: with a bound below 64, wrk's rate includes the refusals.
             capacity = saturated["req_s"] - saturated["errors"] / args.capacity_seconds
         low, high = capacity / 2, capacity * args.factor
