@@ -14,7 +14,7 @@ from model_api.fastpath import ColumnSpec, build_fast_path
 from model_api.fastpath import compiled as compiled_module
 from model_api.fastpath.compiled import BLOCK, CompiledTrees
 from model_api.fastpath.stacked import StackedTrees, Tree
-from model_api.fastpath.trees import _sk_tree
+from model_api.fastpath.trees import _sk_tree, hist_tree
 from tests.unit.fastpath_support import NUMERIC, converter, table
 
 
@@ -31,21 +31,7 @@ def _forest_trees() -> tuple[list[Tree], np.ndarray]:
 def _hist_trees() -> list[Tree]:
     frame, _, score = table(nan=True)
     model = HistGradientBoostingRegressor(max_iter=15, random_state=0).fit(frame[NUMERIC], score)
-    trees = []
-    for (predictor,) in model._predictors:
-        nodes = predictor.nodes
-        leaf = nodes["is_leaf"].astype(bool)
-        trees.append(
-            Tree(
-                nodes["feature_idx"],
-                nodes["num_threshold"],
-                np.where(leaf, -1, nodes["left"].astype(np.intp)),
-                np.where(leaf, -1, nodes["right"].astype(np.intp)),
-                nodes["missing_go_to_left"],
-                nodes["value"].astype(np.float64)[:, None],
-            )
-        )
-    return trees
+    return [hist_tree(predictor.nodes) for (predictor,) in model._predictors]
 
 
 def _rows(n: int, n_features: int, splits: np.ndarray, dtype: Any, seed: int = 0) -> np.ndarray:
@@ -133,3 +119,41 @@ def test_rows_narrower_than_the_trees_read_are_refused() -> None:
     for by_rows in (False, True):
         with pytest.raises(ValueError, match="features"):
             CompiledTrees(trees, by_rows=by_rows).sum(X[:, :2], np.zeros(3))
+
+
+def test_with_numbas_jit_disabled_the_walks_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NUMBA_DISABLE_JIT would make the loops plain Python (minutes a load): they are skipped."""
+    import numba
+
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    compiled_module._compile.cache_clear()
+    try:
+        with pytest.raises(ImportError, match="disabled"):
+            compiled_module._kernels()
+    finally:
+        monkeypatch.undo()
+        compiled_module._compile.cache_clear()
+    assert not isinstance(compiled_module._compile(), Exception)
+
+
+def test_a_walk_that_fails_when_run_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(self: CompiledTrees, X: np.ndarray, start: np.ndarray) -> np.ndarray:
+        raise RuntimeError("fails on every call")
+
+    monkeypatch.setattr(CompiledTrees, "sum", failing)
+    reason = _demo_reason()
+    assert "compiled" not in reason
+    assert "Tree.apply" in reason
+
+
+def test_the_walks_are_timed_on_rows_spread_over_the_splits() -> None:
+    """Rows that all go one way at every split would flatter the branching walk by rows."""
+    from model_api.fastpath.build import _timing_rows
+
+    splits = {0: np.array([18.0, 40.0, 65.0]), 2: np.array([-np.inf, 2e4, 5e4, 9e4, np.inf])}
+    X = _timing_rows(splits, 4, 128, np.random.default_rng(0))
+    assert X.shape == (128, 4)
+    for j, values in splits.items():
+        for split in values[np.isfinite(values)][1:-1]:
+            assert 0.2 < (X[:, j] <= split).mean() < 0.8
+    assert (X[:, 1] == 0).all() and (X[:, 3] == 0).all()

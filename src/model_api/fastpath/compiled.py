@@ -1,4 +1,4 @@
-"""StackedTrees' walk compiled to machine code by numba: the same arithmetic, 3-50x faster.
+"""StackedTrees' walk compiled to machine code by numba: the same arithmetic, 2.7-50x faster.
 
 Why our own loop rather than a library's: measured on the demo forest (100 trees, depth 12,
 70k nodes) with rows of its own training table, one core, numba 0.68, per batch of 1 / 8 / 64 /
@@ -7,7 +7,7 @@ Why our own loop rather than a library's: measured on the demo forest (100 trees
 | evaluator                                   | 1 row    | 8 rows   | 64 rows  | 512 rows |
 |---------------------------------------------|----------|----------|----------|----------|
 | scikit-learn `Tree.apply`, tree by tree     | 0.20 ms  | 0.23 ms  | 1.03 ms  | 5.2 ms   |
-| treelite GTIL (exact for forests only)      | 0.04 ms  |          | 1.4 ms   |          |
+| treelite GTIL (not exact for every model)   | 0.04 ms  |          | 1.4 ms   |          |
 | numpy stacked trees (`stacked.py`)          |          |          | 1.3 ms   |          |
 | compiled, a row at a time (`by_rows=True`)  | 0.004 ms | 0.040 ms | 0.71 ms  | 4.9 ms   |
 | compiled, a level at a time                 | 0.012 ms | 0.026 ms | 0.26 ms  | 1.9 ms   |
@@ -27,8 +27,12 @@ float64 input promoted to float64 (numba's comparison of mixed floats, as C's), 
 order (`out[i] += value[leaf]`, never reordered or fused: numba compiles without fastmath). The
 load's exactness check runs on each walk alone.
 
-numba is imported and the loops compiled on first use (about a second, once per process, at model
-load), not at import. The loops release the GIL: a model thread and the event loop run at once.
+The walk by levels takes as many steps per tree as its deepest leaf, for every row: on a very
+unbalanced tree it does more work than the walk by rows (a chain 1,018 deep: 2x slower, found by a
+review); the load's timing covers batches up to 128 rows only.
+
+numba is imported and the loops compiled on first use (1-3 s, once per process, at model load),
+not at import. The loops release the GIL: a model thread and the event loop run at once.
 """
 
 from __future__ import annotations
@@ -47,16 +51,32 @@ A = np.ndarray
 BLOCK = 256
 
 
-@functools.cache
 def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
-    """(by_levels, by_rows), compiled by numba for float32 and float64 inputs on the first call
-    (once per process). Raises ImportError without numba.
+    """(by_levels, by_rows), compiled once per process. Raises ImportError without numba or with
+    its JIT disabled (NUMBA_DISABLE_JIT: the loops would run as Python, minutes per load), and
+    RuntimeError when numba cannot compile them (remembered: not tried again at the next load)."""
+    compiled = _compile()
+    if isinstance(compiled, ImportError):
+        raise ImportError(str(compiled)) from compiled
+    if isinstance(compiled, Exception):
+        raise RuntimeError(f"numba could not compile the tree walk ({type(compiled).__name__})") from compiled
+    return compiled
+
+
+@functools.cache
+def _compile() -> tuple[Callable[..., None], Callable[..., None]] | Exception:
+    """(by_levels, by_rows) compiled by numba for float32 and float64 inputs, or why not.
 
     Both take (X, nodes, threshold, value, roots, depths, out) and add each row's leaf values to
     `out`, tree after tree. `nodes` is [4 * n_nodes] uint32, per node: feature, left, right, 1 if a
     NaN goes left (one 16-byte record: a step reads one cache line; separate arrays of intp took
     1.5x as long). Unsigned indices also spare numba its negative-index check (-25%)."""
-    from numba import njit, types
+    try:
+        from numba import config, njit, types
+    except ImportError as exc:
+        return exc
+    if getattr(config, "DISABLE_JIT", False):
+        return ImportError("numba's JIT is disabled (NUMBA_DISABLE_JIT)")
 
     def signature(x: Any) -> Any:
         u1, c2 = types.Array(types.uint32, 1, "C"), types.Array(types.float64, 2, "C")
@@ -66,7 +86,18 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
     # Compiled here, for both input types, so that a failure shows at load (as RuntimeError).
     signatures = [signature(types.float32), signature(types.float64)]
 
-    @njit(signatures, nogil=True, cache=False)
+    try:
+        return _define(njit(signatures, nogil=True, cache=False))
+    except Exception as exc:  # a numba that compiles these loops otherwise: the next evaluator serves
+        return exc
+
+
+def _define(
+    jit: Callable[[Callable[..., None]], Callable[..., None]],
+) -> tuple[Callable[..., None], Callable[..., None]]:
+    """The two loops, compiled by `jit` as they are defined."""
+
+    @jit
     def by_levels(X: A, nodes: A, threshold: A, value: A, roots: A, depths: A, out: A) -> None:
         n, width = X.shape[0], value.shape[1]
         node = np.empty(min(n, BLOCK), np.uint32)
@@ -88,7 +119,7 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
                     for k in range(width):
                         out[first + i, k] += value[at, k]
 
-    @njit(signatures, nogil=True, cache=False)
+    @jit
     def by_rows(X: A, nodes: A, threshold: A, value: A, roots: A, depths: A, out: A) -> None:
         n, width = X.shape[0], value.shape[1]
         for t in range(roots.shape[0]):
@@ -107,39 +138,43 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
     return by_levels, by_rows
 
 
-class CompiledTrees(StackedTrees):
-    """StackedTrees whose `sum(X, start)` runs a compiled walk (see the module docstring).
+class CompiledTrees:
+    """Trees walked by a compiled loop (see the module docstring): `sum(X, start)` is
+    `StackedTrees(trees).sum(X, start)` bit for bit.
 
-    X: [n_rows, n_features] float32 or float64. start: [width] float64. Returns [n_rows, width]
-    float64, bit-identical to `StackedTrees.sum`. Raises ImportError when numba is not installed.
+    X: [n_rows, n_features] float32 or float64 (any layout). start: [width] float64. Returns
+    [n_rows, width] float64. Raises ImportError when numba is missing or its JIT is disabled,
+    RuntimeError when it cannot compile the loops, ValueError for an X that is not 2-D or has fewer
+    columns than the splits read, TypeError for another dtype. Holds 16 bytes a node for the packed
+    records, 8 for the threshold and 8 a value of the leaf values (the two walks of a model hold
+    their own copies).
     """
 
     def __init__(self, trees: Sequence[Tree], *, by_rows: bool = False) -> None:
-        super().__init__(trees)
-        try:
-            by_levels, rows = _kernels()
-        except ImportError:
-            raise
-        except Exception as exc:  # the builder goes on to the next evaluator
-            raise RuntimeError(f"numba could not compile the tree walk ({type(exc).__name__})") from exc
+        by_levels, rows = _kernels()
         self._kernel = rows if by_rows else by_levels
         self.by_rows = by_rows
-        if 4 * len(self.feature) >= 2**32:  # a node's record starts at 4 * node, in uint32
+        stacked = StackedTrees(trees)  # leaves pointing to themselves, node indices made global
+        self.n_trees = stacked.n_trees
+        if 4 * len(stacked.feature) >= 2**32:  # a node's record starts at 4 * node, in uint32
             raise RuntimeError("more tree nodes than the compiled walk indexes")
         # The loops read X[i, feature] unchecked (numba does not check bounds): a narrower X is refused.
-        self._width = int(self.feature.max()) + 1 if len(self.feature) else 0
-        self._nodes = np.empty(4 * len(self.feature), dtype=np.uint32)
-        for j, column in enumerate((self.feature, self.left, self.right, self.missing_left)):
+        self._width = int(stacked.feature.max()) + 1 if len(stacked.feature) else 0
+        self._nodes = np.empty(4 * len(stacked.feature), dtype=np.uint32)
+        for j, column in enumerate((stacked.feature, stacked.left, stacked.right, stacked.missing_left)):
             self._nodes[j::4] = column
-        self._roots = self.roots.astype(np.uintp)
+        self._threshold = np.ascontiguousarray(stacked.threshold, dtype=np.float64)
+        self._value = np.ascontiguousarray(stacked.value, dtype=np.float64)
+        self._roots = stacked.roots.astype(np.uintp)
         self._depths = np.array([_depth(t.left, t.right) for t in trees], dtype=np.uintp)
-        self._value = np.ascontiguousarray(self.value, dtype=np.float64)
 
     def sum(self, X: np.ndarray, start: np.ndarray) -> np.ndarray:
-        if X.ndim != 2 or X.shape[1] < self._width:
-            raise ValueError(f"X has {X.shape[-1]} features; the trees read {self._width}")
+        if X.ndim != 2:
+            raise ValueError(f"X must be a 2-D matrix [rows, features], not {X.ndim}-D")
+        if X.shape[1] < self._width:
+            raise ValueError(f"X has {X.shape[1]} features; the trees read {self._width}")
         out = np.empty((X.shape[0], self._value.shape[1]), dtype=np.float64)
         out[:] = start
-        nodes, threshold, value = self._nodes, self.threshold, self._value
+        nodes, threshold, value = self._nodes, self._threshold, self._value
         self._kernel(np.ascontiguousarray(X), nodes, threshold, value, self._roots, self._depths, out)
         return out

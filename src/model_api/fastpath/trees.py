@@ -8,7 +8,8 @@ for scikit-learn's tree models and XGBoost, float64 for HistGradientBoosting and
 - RandomForest / ExtraTrees: the compiled walks (`compiled.py`, numba) over the stacked trees, leaf
   values summed from zero in tree order, then divided by the tree count, as
   `ForestClassifier.predict_proba` does. Without numba: each tree's own `tree_.apply`
-  (scikit-learn's Cython walk) with the same sum, then treelite GTIL (exact too: 0.044 ms for 1 row
+  (scikit-learn's Cython walk) with the same sum, then treelite GTIL (exact on the demo forest, not
+  on every forest, which the load's check finds: 0.044 ms for 1 row
   of the demo forest, 100 trees of depth 12, against 0.20 ms for `Tree.apply`, but 1.4 ms for 64
   rows against 0.8 ms, and 1.9 s for 50k rows, which would make the load-time check of 200k rows
   take over 8 s), then the stacked numpy evaluator.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -83,12 +84,18 @@ def gtil(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     return predict
 
 
+class Walk(Protocol):
+    """Trees ready to walk: `sum(X, start)` is start + tree 0 + tree 1 + ... per row of X."""
+
+    def sum(self, X: np.ndarray, start: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class Stack:
     """One way to walk a list of Trees: `make(trees).sum(X, start)` (see stacked.py, compiled.py)."""
 
     name: str
-    make: Callable[[Sequence[Tree]], StackedTrees]
+    make: Callable[[Sequence[Tree]], Walk]
 
 
 NUMPY = Stack("numpy stacked trees", StackedTrees)
@@ -218,6 +225,15 @@ def gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]:
     return [_named(build, kind) for kind in (*COMPILED, NUMPY)]
 
 
+def hist_tree(nodes: np.ndarray) -> Tree:
+    """One HistGradientBoosting tree (its predictor's `nodes` record array) as a Tree."""
+    leaf = nodes["is_leaf"].astype(bool)
+    left = np.where(leaf, -1, nodes["left"].astype(np.intp))
+    right = np.where(leaf, -1, nodes["right"].astype(np.intp))
+    value = nodes["value"].astype(np.float64)[:, None]
+    return Tree(nodes["feature_idx"], nodes["num_threshold"], left, right, nodes["missing_go_to_left"], value)
+
+
 def hist_gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]:
     classifier = hasattr(est, "classes_")
     if est._preprocessor is not None or (est.is_categorical_ is not None and est.is_categorical_.any()):
@@ -229,19 +245,7 @@ def hist_gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]
         for k, predictor in enumerate(iteration):
             nodes = predictor.nodes
             leaf = nodes["is_leaf"].astype(bool)
-            left = np.where(leaf, -1, nodes["left"].astype(np.intp))
-            right = np.where(leaf, -1, nodes["right"].astype(np.intp))
-            value = nodes["value"].astype(np.float64)[:, None]
-            per_class[k].append(
-                Tree(
-                    nodes["feature_idx"],
-                    nodes["num_threshold"],
-                    left,
-                    right,
-                    nodes["missing_go_to_left"],
-                    value,
-                )
-            )
+            per_class[k].append(hist_tree(nodes))
             for f in np.unique(nodes["feature_idx"][~leaf]):
                 found.setdefault(int(f), []).append(
                     nodes["num_threshold"][~leaf & (nodes["feature_idx"] == f)]
