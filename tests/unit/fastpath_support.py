@@ -69,6 +69,25 @@ def table(n: int = 400, seed: int = 0, nan: bool = False) -> tuple[pd.DataFrame,
     return frame, label, score
 
 
+def demo_specs(frame: pd.DataFrame) -> list[ColumnSpec]:
+    """The demo churn table's columns as its signature types them (integers long, numbers double)."""
+    from model_api import demo
+
+    kinds = {c: "long" if frame[c].dtype.kind == "i" else "double" for c in demo.NUMERIC}
+    return [ColumnSpec(c, kinds.get(c, "string")) for c in frame.columns]
+
+
+def build_demo(n_rows: int, n_trees: int, n_random: int) -> tuple[FastPath | None, str, Any, pd.DataFrame]:
+    """The demo pipeline fitted on `n_rows` rows of its table and compiled: (fast, reason, model, frame)."""
+    from model_api import demo
+
+    frame, label = demo.make_churn_table(n_rows)
+    model = demo.build_pipeline(n_trees=n_trees).fit(frame, label)
+    specs = demo_specs(frame)
+    fast, reason = build_fast_path(model, specs, converter(specs), n_random=n_random)
+    return fast, reason, model, frame
+
+
 def specs_for(frame: pd.DataFrame) -> list[ColumnSpec]:
     return [s for s in SPECS if s.name in frame.columns]
 

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
 
-from model_api import demo
-from model_api.fastpath import ColumnSpec, build_fast_path
 from model_api.fastpath import compiled as compiled_module
 from model_api.fastpath.compiled import BLOCK, CompiledTrees
 from model_api.fastpath.stacked import StackedTrees, Tree
 from model_api.fastpath.trees import _sk_tree, hist_tree
-from tests.unit.fastpath_support import NUMERIC, converter, table
+from tests.unit.fastpath_support import NUMERIC, build_demo, table
 
 
 def _forest_trees() -> tuple[list[Tree], np.ndarray]:
@@ -83,11 +81,7 @@ def test_a_moved_threshold_changes_the_answer() -> None:
 
 
 def _demo_reason() -> str:
-    frame, label = demo.make_churn_table(400)
-    model = demo.build_pipeline(n_trees=10).fit(frame, label)
-    kinds = {c: "long" if frame[c].dtype.kind == "i" else "double" for c in demo.NUMERIC}
-    specs = [ColumnSpec(c, kinds.get(c, "string")) for c in frame.columns]
-    fast, reason = build_fast_path(model, specs, converter(specs), n_random=20_000)
+    fast, reason, _, _ = build_demo(400, 10, 20_000)
     assert fast is not None, reason
     return reason
 

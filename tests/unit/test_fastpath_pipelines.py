@@ -28,15 +28,20 @@ from model_api.fastpath import preprocess as preprocess_module
 from model_api.fastpath import stacked as stacked_module
 from model_api.fastpath.build import by_batch_size
 from model_api.fastpath.trees import Evaluator
-from tests.unit.fastpath_support import CATEGORICAL, UNKNOWN, build, converter, recheck, table
+from tests.unit.fastpath_support import (
+    CATEGORICAL,
+    UNKNOWN,
+    build,
+    build_demo,
+    converter,
+    demo_specs,
+    recheck,
+    table,
+)
 
 
 def test_the_demo_pipeline_is_bit_exact() -> None:
-    frame, label = demo.make_churn_table(600)
-    model = demo.build_pipeline(n_trees=30).fit(frame, label)
-    kinds = {c: "long" if frame[c].dtype.kind == "i" else "double" for c in demo.NUMERIC}
-    specs = [ColumnSpec(c, kinds.get(c, "string")) for c in frame.columns]
-    fast, reason = build_fast_path(model, specs, converter(specs), n_random=200_000)
+    fast, reason, model, frame = build_demo(600, 30, 200_000)
     assert fast is not None, reason
     # the compiled walk by levels for large batches; by rows (timed at load) may answer small ones
     assert re.match(r"(\S.* up to \d+ rows, )?compiled tree walk( above)?: ColumnTransformer -> ", reason)
@@ -53,7 +58,7 @@ def test_the_demo_pipeline_is_bit_exact() -> None:
     assert fast.fallbacks == 1
     # an integer beyond 2**53 (either sign, any integer column) is the model's to answer
     columns = {c: frame[c].head(3).tolist() for c in frame.columns}
-    ints = [c for c in demo.NUMERIC if kinds[c] == "long"]
+    ints = [s.name for s in demo_specs(frame) if s.kind == "long"]
     assert len(ints) >= 2
     for name, value in ((ints[0], 2**53), (ints[-1], -(2**53))):
         fast.predict({**columns, name: [value, 1, 2]}, 3, True)
@@ -178,8 +183,7 @@ def test_preprocessing_rounded_to_float32_is_refused(monkeypatch: pytest.MonkeyP
     """The check sees the scaler's arithmetic too: scaling in float32 instead of float64 is caught."""
     frame, label = demo.make_churn_table(600)
     model = demo.build_pipeline(n_trees=10).fit(frame, label)
-    kinds = {c: "long" if frame[c].dtype.kind == "i" else "double" for c in demo.NUMERIC}
-    specs = [ColumnSpec(c, kinds.get(c, "string")) for c in frame.columns]
+    specs = demo_specs(frame)
     monkeypatch.setattr(preprocess_module, "float_dtype", lambda cols: np.dtype(np.float32))
     fast, reason = build_fast_path(model, specs, converter(specs), n_random=50_000)
     assert fast is None
