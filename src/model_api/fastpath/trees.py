@@ -8,11 +8,11 @@ for scikit-learn's tree models and XGBoost, float64 for HistGradientBoosting and
 - RandomForest / ExtraTrees: the compiled walks (`compiled.py`, numba) over the stacked trees, leaf
   values summed from zero in tree order, then divided by the tree count, as
   `ForestClassifier.predict_proba` does. Without numba: each tree's own `tree_.apply`
-  (scikit-learn's Cython walk) with the same sum, then treelite GTIL (exact on the demo forest, not
-  on every forest, which the load's check finds: 0.044 ms for 1 row
-  of the demo forest, 100 trees of depth 12, against 0.20 ms for `Tree.apply`, but 1.4 ms for 64
-  rows against 0.8 ms, and 1.9 s for 50k rows, which would make the load-time check of 200k rows
-  take over 8 s), then the stacked numpy evaluator.
+  (scikit-learn's Cython walk) with the same sum, then treelite GTIL (exact on the demo forest but
+  not on every forest, which the load's check finds; 0.044 ms for 1 row of the demo forest, 100
+  trees of depth 12, against 0.20 ms for `Tree.apply`, but 1.4 ms for 64 rows against 0.8 ms, and
+  1.9 s for 50k rows, which would make the load-time check of 200k rows take over 8 s), then the
+  stacked numpy evaluator.
 - GradientBoosting, HistGradientBoosting: the compiled walks, then the stacked numpy evaluator (see
   `stacked.py` for why not GTIL), with the model's own `_loss.predict_proba` / link on the raw
   scores.
