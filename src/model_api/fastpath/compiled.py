@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from model_api.fastpath.stacked import StackedTrees, Tree, _depth
+from model_api.fastpath.stacked import StackedTrees, Tree
 
 A = np.ndarray
 
@@ -166,7 +166,7 @@ class CompiledTrees:
         self._threshold = np.ascontiguousarray(stacked.threshold, dtype=np.float64)
         self._value = np.ascontiguousarray(stacked.value, dtype=np.float64)
         self._roots = stacked.roots.astype(np.uintp)
-        self._depths = np.array([_depth(t.left, t.right) for t in trees], dtype=np.uintp)
+        self._depths = np.array(stacked.depths, dtype=np.uintp)
 
     def sum(self, X: np.ndarray, start: np.ndarray) -> np.ndarray:
         if X.ndim != 2:

@@ -45,7 +45,9 @@ class StackedTrees:
         offsets = np.cumsum([0] + [len(t.feature) for t in trees])
         self.n_trees = len(trees)
         self.roots = offsets[:-1].astype(np.intp)
-        feature, threshold, left, right, missing, values, depth = [], [], [], [], [], [], 0
+        feature, threshold, left, right, missing, values = [], [], [], [], [], []
+        self.depths = [_depth(t.left, t.right) for t in trees]
+        """Levels below each tree's root (a lone leaf: 0)."""
         for t, base in zip(trees, offsets[:-1], strict=True):
             idx = np.arange(len(t.feature)) + base
             leaf = t.left < 0
@@ -55,14 +57,13 @@ class StackedTrees:
             right.append(np.where(leaf, idx, t.right + base).astype(np.intp))
             missing.append(np.asarray(t.missing_left, dtype=bool))
             values.append(np.asarray(t.value, dtype=np.float64))
-            depth = max(depth, _depth(t.left, t.right))
         self.feature = np.concatenate(feature)
         self.threshold = np.concatenate(threshold)
         self.left = np.concatenate(left)
         self.right = np.concatenate(right)
         self.missing_left = np.concatenate(missing)
         self.value = np.concatenate(values)
-        self.depth = depth
+        self.depth = max(self.depths, default=0)
 
     def leaves(self, X: np.ndarray) -> np.ndarray:
         """The leaf each row reaches in each tree: [n_trees, n_rows] node indices."""
