@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -235,6 +236,11 @@ def different_records(example: list[dict[str, object]], n: int, seed: int = 0) -
     return rows
 
 
+def _records(frame: Any) -> list[dict[str, object]]:
+    """A DataFrame's rows as request records (NaN as null)."""
+    return [{k: (None if v != v else v) for k, v in r.items()} for r in frame.to_dict("records")]
+
+
 def _median_ms(call: Callable[[], object], repeat: int = 40) -> float:
     for _ in range(5):
         call()
@@ -264,15 +270,10 @@ def in_process(tracking_uri: str, uri: str) -> dict[str, float]:
         frame = loaded.input_example.sample(n=n, replace=True, random_state=0).reset_index(drop=True)
         out[f"predict_{n}_rows_ms"] = _median_ms(functools.partial(loaded.model.predict, frame))
         if fast is not None and schema is not None:
-            records = [{k: (None if v != v else v) for k, v in r.items()} for r in frame.to_dict("records")]
-            batch: Batch = schema.parse_records(records, max_rows=n)
+            batch: Batch = schema.parse_records(_records(frame), max_rows=n)
             out[f"fast_{n}_rows_ms"] = _median_ms(functools.partial(fast.evaluate, batch.columns, False))
     if fast is not None and schema is not None:  # 64 rows none the same (the DIFFERENT scenario's)
-        example = [
-            {k: (None if v != v else v) for k, v in r.items()}
-            for r in loaded.input_example.to_dict("records")
-        ]
-        batch = schema.parse_records(different_records(example, 64), max_rows=64)
+        batch = schema.parse_records(different_records(_records(loaded.input_example), 64), max_rows=64)
         out["fast_64_different_rows_ms"] = _median_ms(functools.partial(fast.evaluate, batch.columns, False))
     return out
 
