@@ -14,6 +14,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -308,3 +309,31 @@ def _child(cache: dict[tuple[str, ...], Counter], counter: Counter, *labels: str
     if child is None:
         child = cache[labels] = counter.labels(*labels)
     return child
+
+
+BULK_OBSERVE_MIN = 8
+"""From this many amounts `observe_all` counts per bucket; fewer are observed one by one (cheaper)."""
+
+
+def observe_all(histogram: Histogram, amounts: np.ndarray) -> None:
+    """`histogram.observe(a)` for every a of `amounts` (a 1-D float array), counted per bucket.
+
+    Each observation takes two locks in prometheus_client (~1.5 us); 64 probabilities of one
+    request took ~100 us one by one, ~8 us here: the buckets are found in one `searchsorted` and
+    each bucket touched is incremented once, by its count. prometheus_client has no bulk
+    observation, so this reads the histogram child's own fields (`_upper_bounds`, `_buckets`,
+    `_sum`, stable since 0.1); without them it observes one by one. The same buckets and count as
+    one by one (`value <= bound`, NaN in no bucket); the sum adds the amounts' own sum, in order,
+    so it can differ from one-by-one addition in the last bits. Works in multiprocess mode (the
+    fields are its file-backed values)."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if len(amounts) < BULK_OBSERVE_MIN or bounds is None or buckets is None or total is None:
+        for amount in amounts.tolist():
+            histogram.observe(amount)
+        return
+    counts = np.bincount(np.searchsorted(bounds, amounts, side="left"), minlength=len(bounds))
+    for i in np.flatnonzero(counts[: len(bounds)]).tolist():
+        buckets[i].inc(int(counts[i]))
+    total.inc(sum(amounts.tolist()))

@@ -16,14 +16,13 @@ metric labels; values never do.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-
-from model_api.values import numbers_within
 
 SMALL = 32
 """Up to this many values, a numeric list is counted in plain Python: numpy's per-call cost (tens
@@ -122,8 +121,9 @@ def observe(profile: Profile, columns: Mapping[str, Sequence[Any]]) -> dict[str,
             if len(values) <= SMALL:
                 counts[name] = FeatureCounts(*_numeric(values, low, high))
                 continue
-            if numbers_within(values, low, high):
-                counts[name] = FeatureCounts(0, 0, 0)
+            outside = _outside_plain(values, low, high)
+            if outside is not None:
+                counts[name] = FeatureCounts(0, 0, outside)
                 continue
         array = _floats(values)
         if array is None:  # not all numbers: what is not a number is unknown here
@@ -159,6 +159,29 @@ def _all_known(values: Sequence[Any], known: frozenset[Any]) -> bool:
         return known.issuperset(values)
     except TypeError:
         return False
+
+
+_PLAIN_NUMBERS = frozenset({int, float})
+
+
+def _outside_plain(values: Sequence[Any], low: float, high: float) -> int | None:
+    """How many values of a list of plain numbers (int or float, no bool, no NaN) are outside
+    [low, high], compared exactly as `_numeric` compares them; None when the list holds anything
+    else (then the long way counts it). A few C-level passes and a sort: 64 values ~6 us, against
+    ~15 us through a NumPy array (timeit), since a profile from the input example is narrow and
+    many columns have values outside it."""
+    if not set(map(type, values)) <= _PLAIN_NUMBERS:
+        return None
+    try:
+        total = sum(values)
+    except OverflowError:  # an integer too large for a float
+        return None
+    if total != total:  # a NaN among them (or infinities of both signs)
+        return None
+    if low <= min(values) and max(values) <= high:
+        return 0
+    ordered = sorted(values)
+    return bisect_left(ordered, low) + len(ordered) - bisect_right(ordered, high)
 
 
 def _numeric(values: Sequence[Any], low: float, high: float) -> tuple[int, int, int]:

@@ -28,13 +28,14 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from model_api.contract import Batch
 from model_api.inference_log import InferenceLog, build_inference_log
 from model_api.inference_record import answer_of, build_record
-from model_api.metrics import Metrics
+from model_api.metrics import Metrics, observe_all
 from model_api.predictor import Prediction, Predictor
 from model_api.profile import Profile, build_profile, observe
 from model_api.settings import Settings
@@ -133,12 +134,14 @@ class ModelWatch:
                 for label, n in collections.Counter(labels).items():
                     self.class_counts.get(label, self.other_class).inc(n)
             if self.probability is not None and prediction.probabilities is not None:
-                for p in prediction.probabilities[:, 1].tolist():
-                    self.probability.observe(p)
+                observe_all(self.probability, prediction.probabilities[:, 1])
         elif self.value is not None:
-            for value in labels:
-                if isinstance(value, int | float):
-                    self.value.observe(value)
+            if set(map(type, labels)) == {float}:  # a plain float is observed as such
+                observe_all(self.value, np.asarray(labels, dtype=np.float64))
+            else:
+                for value in labels:
+                    if isinstance(value, int | float):
+                        self.value.observe(value)
         if self.profile is not None and not (batch.n_rows == 1 and self._clean_row(batch.columns)):
             for name, counts in observe(self.profile, batch.columns).items():
                 for kind, count in zip(KINDS, counts, strict=True):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
+import math
 
-from model_api.metrics import Metrics
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from model_api.metrics import Metrics, observe_all
 from model_api.registry import LoadedModel
 from tests.support import metric_samples
 from tests.support import metric_value as value
@@ -50,3 +55,38 @@ def test_predictions_and_their_rows_are_counted_by_version_and_outcome() -> None
     assert value(text, "prediction_rows_total", **v4, outcome="ok") == 1
     rows_series = [labels for name, labels in metric_samples(text) if name == "prediction_rows_total"]
     assert len(rows_series) == 3  # none for the invalid request's rows
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 64, 513])
+def test_observe_all_counts_like_observing_one_by_one(n: int) -> None:
+    """Per bucket in bulk or one by one: the same buckets and count (a value on a bound falls in
+    that bound's bucket, NaN in none), and the same sum up to rounding."""
+    rng = np.random.default_rng(n)
+    bounds = (0.05, 0.1, 0.5, 1.0)
+    pool = np.array([*bounds, -1.0, 0.0, 0.3, 0.99, 2.0, math.inf, math.nextafter(0.5, 1.0)])
+    amounts = rng.choice(pool, n) if n != 513 else rng.random(n)
+    rendered = []
+    for bulk in (True, False):
+        registry = CollectorRegistry()
+        child = Histogram("h", "h", ["m"], buckets=bounds, registry=registry).labels("x")
+        if bulk:
+            observe_all(child, amounts)
+        else:
+            for a in amounts.tolist():
+                child.observe(a)
+        rendered.append(generate_latest(registry).decode())
+    bulk_text, one_text = rendered
+    for le in ("0.05", "0.1", "0.5", "1.0", "+Inf"):
+        assert value(bulk_text, "h_bucket", m="x", le=le) == value(one_text, "h_bucket", m="x", le=le), le
+    assert value(bulk_text, "h_count", m="x") == value(one_text, "h_count", m="x") == n
+    bulk_sum, one_sum = value(bulk_text, "h_sum", m="x"), value(one_text, "h_sum", m="x")
+    assert bulk_sum == pytest.approx(one_sum, rel=1e-12) or (math.isinf(bulk_sum) and bulk_sum == one_sum)
+
+
+def test_observe_all_leaves_nan_out_of_every_bucket() -> None:
+    registry = CollectorRegistry()
+    histogram = Histogram("h", "h", buckets=(1.0,), registry=registry)
+    observe_all(histogram, np.array([0.5] * 8 + [math.nan] * 8))
+    text = generate_latest(registry).decode()
+    assert value(text, "h_bucket", le="1.0") == value(text, "h_bucket", le="+Inf") == 8
+    assert math.isnan(value(text, "h_sum"))

@@ -141,6 +141,26 @@ def test_long_lists_counted_at_once_or_value_by_value_agree(seed: int) -> None:
         assert fast != {"x": FeatureCounts(0, 0, 0), "c": FeatureCounts(0, 0, 0)}
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_long_lists_with_values_out_of_range_are_counted_exactly(seed: int) -> None:
+    """A long list of plain numbers, many outside the range, is counted by sorting it: the same
+    counts as value by value, on the bounds themselves, a float step either side, ints and floats."""
+    rng = np.random.default_rng(seed)
+    low, high = -2.5, 10.0
+    pool: list[object] = [
+        low, high, -2, 10, 0, 7.25, math.nextafter(low, -math.inf), math.nextafter(high, math.inf),
+        math.nextafter(low, 0.0), math.nextafter(high, 0.0), -3, 11, 2**60, -(2**60), 1e308, math.inf,
+        -math.inf,
+    ]  # fmt: skip
+    n = int(rng.integers(33, 300))
+    xs = [pool[i] for i in rng.integers(0, len(pool) - int(seed % 2 == 0), n)]  # even seeds: no -inf
+    profile = Profile(numeric={"x": (low, high)})
+    fast = observe(profile, {"x": xs})
+    slow = observe(profile, {"x": _objects(xs)})
+    expected = sum(1 for x in xs if x < low or x > high)  # type: ignore[operator]
+    assert fast == slow == {"x": FeatureCounts(0, 0, expected)}, (seed, fast, slow)
+
+
 def test_a_known_missing_category_is_still_counted_missing() -> None:
     """None or NaN among the known categories (a profile from a table with gaps): not taken as known."""
     for gap in (None, math.nan):
