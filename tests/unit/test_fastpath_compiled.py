@@ -80,6 +80,37 @@ def test_a_moved_threshold_changes_the_answer() -> None:
     assert not np.array_equal(CompiledTrees(moved).sum(X, start), StackedTrees(trees).sum(X, start))
 
 
+@pytest.mark.parametrize("by_rows", [False, True], ids=["by levels", "by rows"])
+def test_nodes_in_any_order_are_walked_as_the_tree_says(by_rows: bool) -> None:
+    """The walks renumber nodes breadth first, children side by side: a tree stored with its right
+    children before its left ones, a node the root never reaches, NaN sent left at one split and
+    right at another, and a lone leaf, still answer as the numpy walk does."""
+    #        0: x0 <= 1 (NaN right)
+    #       /            \
+    #   4: leaf 10    1: x1 <= -2 (NaN left)      3: unreachable
+    #                   /       \
+    #               5: leaf 20   2: leaf 30
+    tree = Tree(
+        feature=np.array([0, 1, 0, 0, 0, 0]),
+        threshold=np.array([1.0, -2.0, 0.0, 99.0, 0.0, 0.0]),
+        left=np.array([4, 5, -1, -1, -1, -1]),
+        right=np.array([1, 2, -1, -1, -1, -1]),
+        missing_left=np.array([False, True, False, False, False, False]),
+        value=np.array([[0.0], [0.0], [30.0], [1e6], [10.0], [20.0]]),
+    )
+    lone = Tree(
+        np.zeros(1, int), np.zeros(1), np.array([-1]), np.array([-1]), np.zeros(1, bool), np.array([[0.5]])
+    )
+    nan = np.nan
+    X = np.array(
+        [[1.0, 0.0], [1.5, -2.0], [1.5, -1.0], [nan, nan], [nan, 5.0], [np.nextafter(1.0, 2.0), nan]]
+    )
+    got = CompiledTrees([tree, lone, tree], by_rows=by_rows).sum(X, np.array([0.25]))
+    assert got.ravel().tolist() == [20.75, 40.75, 60.75, 40.75, 60.75, 40.75]
+    expected = StackedTrees([tree, lone, tree]).sum(X, np.array([0.25]))
+    assert (got.view(np.uint64) == expected.view(np.uint64)).all()
+
+
 def _demo_reason() -> str:
     fast, reason, _, _ = build_demo(400, 10, 20_000)
     assert fast is not None, reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -25,8 +26,9 @@ from sklearn.preprocessing import (
 from model_api import demo
 from model_api.fastpath import ColumnSpec, build_fast_path
 from model_api.fastpath import preprocess as preprocess_module
-from model_api.fastpath import stacked as stacked_module
+from model_api.fastpath import trees as trees_module
 from model_api.fastpath.build import by_batch_size
+from model_api.fastpath.stacked import Tree
 from model_api.fastpath.trees import Evaluator
 from tests.unit.fastpath_support import (
     CATEGORICAL,
@@ -151,14 +153,14 @@ def test_an_evaluator_one_float32_step_off_is_refused(monkeypatch: pytest.Monkey
     model = GradientBoostingClassifier(n_estimators=20, random_state=0).fit(numeric, label)
     assert build(model, numeric, n_rows=50_000)[0] is not None
 
-    original = stacked_module.StackedTrees.__init__
+    original = trees_module._sk_tree
 
-    def nudged(self: stacked_module.StackedTrees, trees: Any) -> None:
-        original(self, trees)
-        t32 = self.threshold.astype(np.float32)
-        self.threshold = np.nextafter(t32, np.float32(np.inf)).astype(np.float64)
+    def nudged(*args: Any, **kwargs: Any) -> Tree:
+        tree = original(*args, **kwargs)
+        t32 = np.nextafter(tree.threshold.astype(np.float32), np.float32(np.inf))
+        return dataclasses.replace(tree, threshold=t32.astype(np.float64))
 
-    monkeypatch.setattr(stacked_module.StackedTrees, "__init__", nudged)
+    monkeypatch.setattr(trees_module, "_sk_tree", nudged)  # every evaluator of the model reads them
     fast, reason = build(model, numeric, n_rows=50_000)
     assert fast is None
     assert "differ" in reason
