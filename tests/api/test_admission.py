@@ -381,7 +381,7 @@ def test_admitted_prediction_requests_are_paced_only_while_the_worker_sheds(regi
     assert [refusal.pacer(b"POST", p, "") for p in predictions] == [None] * 4  # not shedding
     plane.refuse()  # a refusal: the worker sheds for the next 50 ms
     pacer = refusal.pacer(b"POST", b"/predict", "")
-    assert pacer is not None and pacer.per_turn == 4
+    assert pacer is not None and pacer.pace.per_turn == 4
     assert all(refusal.pacer(b"POST", p, "") is pacer for p in predictions)
     # never a probe, a GET or another POST (they neither wait nor count toward the bound)
     assert refusal.pacer(b"GET", b"/predict", "") is None

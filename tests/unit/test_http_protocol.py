@@ -16,6 +16,7 @@ from model_api.http_protocol import (
     EARLY_REFUSAL,
     CoalescingHttpToolsProtocol,
     CoalescingTransport,
+    Pace,
     TurnPacer,
 )
 from tests.support import free_port, wait_until
@@ -395,3 +396,56 @@ def test_a_held_request_whose_client_left_is_dropped_not_started() -> None:
     begun, holder = asyncio.run(scenario())
     assert begun == ["a", "c"]
     assert holder.most == 3 and holder.held == 0 and holder.dropped == 1
+
+
+def test_the_pace_falls_by_a_quarter_on_a_long_turn_and_climbs_by_one_on_a_short_one() -> None:
+    pace = Pace(16, target_s=0.003)
+    assert pace.per_turn == 16
+    for expected in (12, 9, 6, 5, 3, 2, 2, 1, 1, 1):
+        pace.after_turn(0.010)
+        assert pace.per_turn == expected
+    for expected in (2, 3, 4):
+        pace.after_turn(0.001)
+        assert pace.per_turn == expected
+    pace.after_turn(0.003)  # on the target: within it
+    assert pace.per_turn == 5
+    for _ in range(40):
+        pace.after_turn(0.0)
+    assert pace.per_turn == 16  # never above the most
+    fixed = Pace(16, target_s=0.0)
+    fixed.after_turn(10.0)
+    assert fixed.per_turn == 16
+
+
+def test_the_pace_never_falls_below_its_floor_and_climbs_back_from_it() -> None:
+    pace = Pace(16, target_s=0.003, least=4)
+    for expected in (12, 9, 6, 5, 4, 4, 4):
+        pace.after_turn(0.010)
+        assert pace.per_turn == expected
+    pace.after_turn(0.001)
+    assert pace.per_turn == 5  # from the floor, not from where the cuts would have gone
+    assert Pace(2, target_s=0.003, least=4).least == 2  # a floor above the most is the most
+
+
+def test_the_pacer_measures_each_turn_and_starts_what_the_pace_allows() -> None:
+    """Every turn takes 10 ms by the pacer's clock against a target of 3 ms: the turns start 8
+    requests, then 6, 4, 3, 2, 1, 1 (a quarter less each time), in arrival order; the first turn
+    has no previous one to measure."""
+
+    async def scenario() -> list[int]:
+        holder = Holder()
+        ticks = iter(range(1000))
+        pacer = TurnPacer(Pace(8, target_s=0.003), holder, clock=lambda: next(ticks) * 0.010)
+        begun: list[int] = []
+        for i in range(25):
+            pacer.start(lambda asgi, i=i: begun.append(i), app, lambda: False)  # type: ignore[misc]
+        per_turn = []
+        while len(begun) < 25:
+            before = len(begun)
+            await asyncio.sleep(0)
+            per_turn.append(len(begun) - before)
+        assert begun == list(range(25))
+        assert holder.held == 25  # never handed to an app here: still counted
+        return per_turn
+
+    assert asyncio.run(scenario()) == [8, 6, 4, 3, 2, 1, 1]

@@ -33,7 +33,7 @@ from starlette.types import Scope
 from model_api.api.errors import error_response, route_path
 from model_api.dataplane import OVERLOADED, DataPlane
 from model_api.errors import Overloaded
-from model_api.http_protocol import TurnPacer
+from model_api.http_protocol import Pace, TurnPacer
 from model_api.middleware.access import AccessLog
 from model_api.middleware.request_id import request_id
 from model_api.middleware.security_headers import with_security_headers
@@ -89,7 +89,8 @@ class EarlyRefusal:
         """The Starlette app whose routes name the route template (the `handler` label)."""
         self._answers: dict[tuple[str, bytes], _Answer] = {}
         per_turn = plane.settings.pace_per_turn
-        self._pacer = TurnPacer(per_turn, plane) if per_turn else None
+        pace = Pace(per_turn, plane.settings.pace_turn_ms / 1000, least=max(1, per_turn // 4))
+        self._pacer = TurnPacer(pace, plane) if per_turn else None
 
     def answer(
         self,
