@@ -71,20 +71,24 @@ check is checked value by value, which finds and describes what is wrong."""
 _NUMBERS = frozenset({float, int})
 
 
-def numbers_within(values: Sequence[Any], low: float, high: float) -> bool:
-    """Whether every value of a list is a plain number (int or float, no bool), none NaN, all
-    within [low, high] (compared exactly, as Python compares an int with a float): a few C-level
-    passes, about 4 us for 64 values against 5 through a NumPy array (timeit). False sends the list
-    to a value-by-value path, which says what is wrong."""
+def plain_numbers(values: Sequence[Any]) -> bool:
+    """Whether every value of a list is a plain number (int or float, no bool), none NaN, none an
+    integer too large for a float: then `min`, `max` and `sorted` compare them exactly, as Python
+    compares an int with a float. Two C-level passes."""
     if not set(map(type, values)) <= _NUMBERS:
         return False
     try:
         total = sum(values)
     except OverflowError:  # an integer too large for a float
         return False
-    if total != total:  # a NaN among them (or infinities of both signs)
-        return False
-    return bool(low <= min(values) and max(values) <= high)
+    return bool(total == total)  # no NaN among them (nor infinities of both signs)
+
+
+def numbers_within(values: Sequence[Any], low: float, high: float) -> bool:
+    """Whether every value of a list is a plain number (`plain_numbers`), all within [low, high]:
+    about 4 us for 64 values against 5 through a NumPy array (timeit). False sends the list to a
+    value-by-value path, which says what is wrong."""
+    return plain_numbers(values) and bool(low <= min(values) and max(values) <= high)
 
 
 def _valid_in_bulk(feature: Feature, values: list[Any]) -> bool:
