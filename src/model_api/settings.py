@@ -133,8 +133,8 @@ class Settings(BaseSettings):
     """While pacing, the longest turn of the event loop wanted, in milliseconds: a longer turn cuts
     the requests the next turns start by a quarter (down to a quarter of pace_per_turn), a shorter
     one adds one (up to pace_per_turn); `http_protocol.Pace`. 0: the pace stays at pace_per_turn.
-    5 halved the refusal p99 of `make overload` at the same admitted req/s; 3 cost admitted
-    requests. See the README's Overload section."""
+    5 halved the refusal p99 of `make overload` at about the same median admitted req/s (five
+    rounds; one lost a third); 3 cost admitted requests. See the README's Overload section."""
 
     max_loop_lag_ms: float = Field(default=0.0, ge=0)
     """While the worker's event loop runs more than this late (its core is saturated), new

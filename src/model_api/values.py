@@ -72,9 +72,9 @@ _NUMBERS = frozenset({float, int})
 
 
 def plain_numbers(values: Sequence[Any]) -> bool:
-    """Whether every value of a list is a plain number (int or float, no bool), none NaN, none an
-    integer too large for a float: then `min`, `max` and `sorted` compare them exactly, as Python
-    compares an int with a float. Two C-level passes."""
+    """Whether every value of a list is a plain number (int or float, no bool), none NaN, and no
+    integer too large for a float among floats (their sum overflows): then `min`, `max` and
+    `sorted` compare them exactly, as Python compares an int with a float. Two C-level passes."""
     if not set(map(type, values)) <= _NUMBERS:
         return False
     try:

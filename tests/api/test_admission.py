@@ -397,6 +397,13 @@ def test_admitted_prediction_requests_are_paced_only_while_the_worker_sheds(regi
     assert value(plane.metrics.render().decode(), "requests_shed_total", reason="disconnected") == 1
     plane.unhold()
     assert value(plane.metrics.render().decode(), "requests_in_flight") == 0
+    # long turns cut the pace (MODEL_API_PACE_TURN_MS, 5 by default); once the spike is over, the
+    # next request finds the pace back at its most
+    pacer.pace.after_turn(1.0)
+    assert pacer.pace.per_turn == 3
+    assert refusal.pacer(b"POST", b"/predict", "") is pacer and pacer.pace.per_turn == 3  # still shedding
+    plane.shed_at = float("-inf")  # no refusal for longer than the shedding window
+    assert refusal.pacer(b"POST", b"/predict", "") is None and pacer.pace.per_turn == 4
     off = create_app(Settings(tracking_uri=registry.tracking_uri, pace_per_turn=0)).state.dataplane
     off.refuse()
     assert EarlyRefusal(off, AccessLog(off.metrics), app).pacer(b"POST", b"/predict", "") is None

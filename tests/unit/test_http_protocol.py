@@ -449,3 +449,30 @@ def test_the_pacer_measures_each_turn_and_starts_what_the_pace_allows() -> None:
         return per_turn
 
     assert asyncio.run(scenario()) == [8, 6, 4, 3, 2, 1, 1]
+
+
+def test_only_turns_after_which_requests_still_wait_are_measured() -> None:
+    """Every turn takes 20 ms by the pacer's clock against a target of 5 ms. While 10 requests
+    arrive a turn, under the pace of 16, each turn starts all that waits and the pace holds (it
+    holds nothing back); once 30 arrive a turn, requests queue, the turns are measured and the
+    pace falls to its floor of 4."""
+
+    async def scenario(arrivals: int) -> tuple[list[int], int]:
+        holder = Holder()
+        ticks = iter(range(10_000))
+        pacer = TurnPacer(Pace(16, target_s=0.005, least=4), holder, clock=lambda: next(ticks) * 0.020)
+        begun: list[int] = []
+        per_turn = []
+        for _ in range(12):
+            for i in range(arrivals):
+                pacer.start(lambda asgi, i=i: begun.append(i), app, lambda: False)  # type: ignore[misc]
+            before = len(begun)
+            await asyncio.sleep(0)
+            per_turn.append(len(begun) - before)
+        return per_turn, pacer.pace.per_turn
+
+    per_turn, pace = asyncio.run(scenario(10))
+    assert pace == 16 and per_turn == [10] * 12
+    per_turn, pace = asyncio.run(scenario(30))
+    assert pace == 4
+    assert per_turn[0] == 16 and per_turn[-1] == 4

@@ -133,9 +133,13 @@ class EarlyRefusal:
     def pacer(self, method: bytes, url: bytes, root_path: str) -> TurnPacer | None:
         """The pacer for a request `answer` did not refuse: while the worker sheds
         (`DataPlane.shedding`), a POST on a prediction route starts through it, and so does every
-        prediction request while it holds some (they start in order); None otherwise."""
+        prediction request while it holds some (they start in order); None otherwise, and then the
+        pace restarts from its most (`Pace.restart`)."""
         pacer = self._pacer
-        if pacer is None or method != b"POST" or not (pacer.holding or self.plane.shedding()):
+        if pacer is None or method != b"POST":
+            return None
+        if not (pacer.holding or self.plane.shedding()):
+            pacer.pace.restart()  # no spike now: the next starts from the full pace
             return None
         return None if self._rendered(url, root_path) is _NOT_REFUSED else pacer
 
