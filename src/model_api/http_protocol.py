@@ -88,7 +88,7 @@ class Pace:
     (never above `most`). Starts at `most`. Pure: `after_turn` is given each turn's length in
     seconds. The floor matters: a turn also answers the refusals, which no pace shortens, and on a
     slow machine a target under what they take alone drove a pace without one down to 1 a turn
-    (552 and 982 admitted req/s at a 3 ms target, against 928-1,481 at a fixed pace; see the
+    (552 and 982 admitted req/s at a 3 ms target, against 928-1,989 at a fixed pace; see the
     README's Overload section). The owner calls `restart` once a spike is over."""
 
     DECREASE = 0.75
