@@ -57,12 +57,10 @@ def encoder(step: Any, origins: Origins) -> Step:
     dtype = np.dtype(step.dtype)
     if name == "OneHotEncoder":
         drops = getattr(step, "_drop_idx_after_grouping", None)
-        blocks: list[list[int]] = []  # per input: output slot -> category position
         tables: list[np.ndarray] = []  # per input: category position (-1: unknown) -> its slots
         for i, fitted in enumerate(step.categories_):
             drop = None if drops is None else drops[i]
             keep = [k for k in range(len(fitted)) if drop is None or k != drop]
-            blocks.append(keep)
             table = np.zeros((len(fitted) + 1, len(keep)), dtype=dtype)  # the last row: -1
             table[keep, np.arange(len(keep))] = 1
             tables.append(table)
@@ -76,7 +74,8 @@ def encoder(step: Any, origins: Origins) -> Step:
                 out.extend(table[codes].T)  # a row of the table per value: one gather, no compare
             return out
 
-        slots = [(o, i) for i, (o, keep) in enumerate(zip(origins, blocks, strict=True)) for _ in keep]
+        widths = [t.shape[1] for t in tables]  # one-hot columns per input, after `drop`
+        slots = [(o, i) for i, (o, n) in enumerate(zip(origins, widths, strict=True)) for _ in range(n)]
         return Step(run_onehot, [None if o is None else Origin(o.column, None, cats[i]) for o, i in slots])
 
     missing = dict(step._missing_indices)

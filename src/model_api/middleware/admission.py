@@ -89,8 +89,11 @@ class EarlyRefusal:
         """The Starlette app whose routes name the route template (the `handler` label)."""
         self._answers: dict[tuple[str, bytes], _Answer] = {}
         per_turn = plane.settings.pace_per_turn
-        pace = Pace(per_turn, plane.settings.pace_turn_ms / 1000, least=max(1, per_turn // 4))
-        self._pacer = TurnPacer(pace, plane) if per_turn else None
+        self._pacer = (
+            TurnPacer(Pace(per_turn, plane.settings.pace_turn_ms / 1000, least=max(1, per_turn // 4)), plane)
+            if per_turn
+            else None
+        )
 
     def answer(
         self,
