@@ -144,21 +144,30 @@ class LoopLag:
     hold fewer than its bound and still have more work than its core, and then new requests wait
     unread in the socket buffers, where admission cannot see them. The loop's lag is the sign of
     that: while it is past the limit the data plane refuses new prediction requests (cheaply)
-    until the core catches up. One timer per worker, every `interval_s`."""
+    until the core catches up. One timer per worker, every `interval_s`; each lag (seconds, 0 or
+    more) also goes to `observe` (the `event_loop_lag_seconds` histogram), so an operator sees a
+    saturated core, a long callback or a collector pause whether the check is on or not."""
 
-    def __init__(self, interval_s: float, limit_s: float) -> None:
+    def __init__(
+        self, interval_s: float, limit_s: float, observe: Callable[[float], None] | None = None
+    ) -> None:
         self.interval_s = interval_s
         self.limit_s = limit_s
+        self.observe = observe
         self.lag_s = 0.0
         """The last measured lag, in seconds."""
         self.lagging = False
 
     async def run(self) -> None:
-        """Measure until cancelled (return at once when the check is off: no timer at all)."""
-        if self.limit_s <= 0:
+        """Measure until cancelled (return at once when the check is off and nothing observes:
+        no timer at all)."""
+        if self.limit_s <= 0 and self.observe is None:
             return
         while True:
             expected = time.monotonic() + self.interval_s
             await asyncio.sleep(self.interval_s)
-            self.lag_s = time.monotonic() - expected
+            # uvloop's timers have a millisecond's grain: one may fire a little early.
+            self.lag_s = max(0.0, time.monotonic() - expected)
             self.lagging = self.limit_s > 0 and self.lag_s > self.limit_s
+            if self.observe is not None:
+                self.observe(self.lag_s)

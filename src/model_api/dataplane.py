@@ -187,8 +187,9 @@ class DataPlane:
         they count toward the bound until their task hands them to the app's admission."""
         self.shed_at = -math.inf
         """When (`time.monotonic()`) a request was last refused as overloaded."""
-        self.loop_lag = LoopLag(LAG_INTERVAL_S, settings.max_loop_lag_ms / 1000)
-        """Run by the app's lifespan; while the loop lags, the worker counts as full."""
+        self.loop_lag = LoopLag(LAG_INTERVAL_S, settings.max_loop_lag_ms / 1000, metrics.loop_lag.observe)
+        """Run by the app's lifespan; while the loop lags past `max_loop_lag_ms` (if set), the
+        worker counts as full; every lag is observed in `event_loop_lag_seconds`."""
         self.watch: Watch | None = None
         """What observes answered requests (metrics, inference log, shadow); set by the app."""
 

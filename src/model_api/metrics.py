@@ -47,6 +47,9 @@ LATENCY_BUCKETS = (
     5.0,
 )
 
+# How late the event loop runs its 10 ms timer: a millisecond is noise, tens of them a saturated core.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
 # Rows per model call: single rows up to a full request (MODEL_API_MAX_ROWS defaults to 1000).
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
@@ -172,6 +175,14 @@ class Metrics:
             "requests_in_flight",
             "Prediction requests admitted and not yet answered (summed over workers).",
             multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "event_loop_lag_seconds",
+            "How late the worker's event loop ran a timer due every 10 ms, one observation per "
+            "tick: near 0 while the worker keeps up, tens of milliseconds when its core is "
+            "saturated or a callback or a garbage collection holds the loop.",
+            buckets=LAG_BUCKETS,
             registry=self.registry,
         )
         self.queue_depth = Gauge(

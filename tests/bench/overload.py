@@ -68,11 +68,17 @@ class Poller:
     gauges: dict[str, float] = field(default_factory=dict)  # peak of each gauge seen
     shed_start: dict[str, float] = field(default_factory=dict)
     shed_end: dict[str, float] = field(default_factory=dict)
+    lag_start: dict[str, float] = field(default_factory=dict)
+    lag_end: dict[str, float] = field(default_factory=dict)
+    """The server's `event_loop_lag_seconds` buckets (cumulative count by `le`) at the first and
+    last scrape."""
+    _lag: dict[str, float] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, t0: float) -> None:
         with httpx.Client(timeout=HEALTH_TIMEOUT_S) as client:
             self.shed_start = self.scrape(client) or {}
+            self.lag_start = dict(self._lag)
             next_metrics = time.monotonic()
             while not self.stop.is_set():
                 start = time.monotonic()
@@ -86,9 +92,11 @@ class Poller:
                     self.shed_end = self.scrape(client) or self.shed_end
                 self.stop.wait(max(0.0, HEALTH_EVERY_S - (time.monotonic() - start)))
             self.shed_end = self.scrape(client) or self.shed_end
+            self.lag_end = dict(self._lag)
 
     def scrape(self, client: httpx.Client) -> dict[str, float] | None:
-        """Counters of shed requests by reason; the gauges' peaks go to self.gauges."""
+        """Counters of shed requests by reason; the gauges' peaks go to self.gauges, the loop lag's
+        buckets to self._lag."""
         try:
             text = client.get(f"{self.base}/metrics", timeout=5).text
         except httpx.HTTPError:
@@ -102,9 +110,26 @@ class Poller:
                     shed[reason] = shed.get(reason, 0.0) + sample.value
                 elif sample.name in GAUGES:
                     gauges[sample.name] = gauges.get(sample.name, 0.0) + sample.value
+                elif sample.name == "event_loop_lag_seconds_bucket":
+                    le = sample.labels.get("le", "")
+                    self._lag[le] = sample.value
         for name, value in gauges.items():
             self.gauges[name] = max(self.gauges.get(name, 0.0), value)
         return shed
+
+
+def lag_note(start: dict[str, float], end: dict[str, float]) -> str:
+    """The server's event loop lag over the run (`event_loop_lag_seconds`, a tick every 10 ms):
+    how many ticks ran more than 10 ms and 50 ms late. A refusal arriving then waits about that
+    long before the loop reads it."""
+    ticks = end.get("+Inf", 0.0) - start.get("+Inf", 0.0)
+    if ticks <= 0:
+        return "not exported"
+
+    def over(le: str) -> float:
+        return (ticks - (end.get(le, 0.0) - start.get(le, 0.0))) / ticks
+
+    return f"{ticks:.0f} ticks, {over('0.01'):.1%} over 10 ms late, {over('0.05'):.1%} over 50 ms"
 
 
 def p99_ms(values: np.ndarray) -> float:
@@ -316,6 +341,7 @@ def main() -> int:
     r["health_p99_ms"] = p99_ms(np.array([s for _, _, s in poller.health]))
     r["shed_by_reason"] = {k: v - poller.shed_start.get(k, 0.0) for k, v in poller.shed_end.items()}
     r["gauge_peaks"] = poller.gauges
+    r["loop_lag"] = lag_note(poller.lag_start, poller.lag_end)
     report(r, verdicts(r, r["health_failed"] == 0 and len(poller.health) > 0), args)
     return 0
 
@@ -366,6 +392,7 @@ def report(r: dict[str, object], checks: list[tuple[str, bool, str]], args: argp
         f"{HEALTH_TIMEOUT_S:g} s, p99 {r['health_p99_ms']:.1f} ms",
         f"- shed by reason (server metrics): {r['shed_by_reason'] or 'not exported'}; gauge peaks: "
         f"{r['gauge_peaks'] or 'not exported'}",
+        f"- event loop lag over the run (server metrics, baseline to tail): {r['loop_lag']}",
         f"- generator: {r['requests']} requests, p99 send lag {r['generator_lag_p99_ms']:.2f} ms, peak "
         f"{r['peak_connections']} connections",
         "",

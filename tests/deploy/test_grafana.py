@@ -53,6 +53,7 @@ def test_the_dashboard_shows_what_the_issue_asks() -> None:
         "shed",
         "in flight",
         "queue depth",
+        "event loop lag",
         "predicted class",
         "probability",
         "flagged input values",

@@ -40,6 +40,11 @@ def parse_samples(text: str) -> list[Sample]:
     return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
 
+def lag_ticks(metrics_text: str) -> float:
+    """How many times the workers measured their event loop's lag, summed over them."""
+    return sum(s.value for s in parse_samples(metrics_text) if s.name == "event_loop_lag_seconds_count")
+
+
 def per_worker_counts(metrics_dir: Path, scratch: Path) -> dict[int, float]:
     """Each worker's own count, read from its file alone through prometheus_client's public API."""
     counts: dict[int, float] = {}
@@ -123,6 +128,14 @@ def test_two_workers_report_every_prediction(registry: Registry, tmp_path: Path)
         assert values[("model_ready", ())] == 1.0
         info = [labels for (name, labels), v in values.items() if name == "model_info" and v == 1.0]
         assert [dict(labels)["alias"] for labels in info] == ["champion"]
+        # Every worker measures its event loop's lag (the check itself is off by default).
+        ticks = lag_ticks(text)
+        assert ticks > 0
+        wait_until(
+            lambda: lag_ticks(httpx.get(f"{server.url}/metrics", timeout=10).text) > ticks,
+            30,
+            "more event loop lag measurements",
+        )
         code = stop(server.process)
 
     assert code == 0, server.log()

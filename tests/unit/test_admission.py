@@ -158,6 +158,38 @@ def test_a_blocked_loop_is_measured_as_lagging() -> None:
     assert lag.lagging
 
 
+def test_with_the_check_off_every_lag_is_still_observed() -> None:
+    """The `event_loop_lag_seconds` histogram sees a blocked loop whether or not admission uses it."""
+    metrics = Metrics()
+    lag = LoopLag(interval_s=0.01, limit_s=0.0, observe=metrics.loop_lag.observe)
+
+    def over_100_ms() -> float:
+        get = metrics.registry.get_sample_value
+        return (get("event_loop_lag_seconds_count") or 0) - (
+            get("event_loop_lag_seconds_bucket", {"le": "0.1"}) or 0
+        )
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(lag.run())
+        await asyncio.sleep(0.02)  # the first tick is under way
+        time.sleep(0.2)  # noqa: ASYNC251 - the point: the loop runs nothing for 200 ms
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if over_100_ms():
+                break
+        task.cancel()
+
+    asyncio.run(main())
+    assert over_100_ms() == 1, "the 200 ms block, once"
+    assert (metrics.registry.get_sample_value("event_loop_lag_seconds_count") or 0) >= 2
+    assert not lag.lagging, "no limit: admission never counts the loop as lagging"
+
+
+def test_with_the_check_off_and_nothing_observing_no_timer_runs() -> None:
+    lag = LoopLag(interval_s=0.01, limit_s=0.0)
+    asyncio.run(asyncio.wait_for(lag.run(), timeout=5))  # returns at once: a timer would never end
+
+
 def test_a_lagging_loop_fills_the_worker_from_a_quarter_of_its_bound(champion: LoadedModel) -> None:
     metrics = Metrics()
     plane = DataPlane(Settings(max_in_flight=8), metrics)

@@ -203,3 +203,10 @@ def test_the_refusal_floor_is_measured_with_the_generator_and_reported(
     r["refusal_floor_ms"] = floor
     [measured] = [m for name, _, m in verdicts(r, health_ok=True) if name.startswith("refusal")]
     assert measured.endswith(f"(floor {floor['p99']:.2f} ms)")
+
+
+def test_the_loop_lag_note_counts_only_the_ticks_of_the_run() -> None:
+    start = {"0.01": 90.0, "0.05": 100.0, "+Inf": 100.0}  # before the run: 10 ticks over 10 ms
+    end = {"0.01": 170.0, "0.05": 195.0, "+Inf": 200.0}
+    assert overload.lag_note(start, end) == "100 ticks, 20.0% over 10 ms late, 5.0% over 50 ms"
+    assert overload.lag_note({}, {}) == "not exported"
