@@ -159,8 +159,8 @@ class LoopLag:
         self.lagging = False
 
     async def run(self) -> None:
-        """Measure until cancelled (return at once when the check is off and nothing observes:
-        no timer at all)."""
+        """Measure until cancelled. With the check off and nothing observing (a caller that wants
+        neither), return at once: no timer at all."""
         if self.limit_s <= 0 and self.observe is None:
             return
         while True:

@@ -47,7 +47,7 @@ LATENCY_BUCKETS = (
     5.0,
 )
 
-# How late the event loop runs its 10 ms timer: a millisecond is noise, tens of them a saturated core.
+# How late the event loop runs its timer: a millisecond is noise, tens of them a saturated core.
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 # Rows per model call: single rows up to a full request (MODEL_API_MAX_ROWS defaults to 1000).
@@ -179,9 +179,11 @@ class Metrics:
         )
         self.loop_lag = Histogram(
             "event_loop_lag_seconds",
-            "How late the worker's event loop ran a timer due every 10 ms, one observation per "
-            "tick: near 0 while the worker keeps up, tens of milliseconds when its core is "
-            "saturated or a callback or a garbage collection holds the loop.",
+            "How late the workers' event loops ran a periodic timer (every 100 ms; 10 ms with "
+            "MODEL_API_MAX_LOOP_LAG_MS set), one observation per tick, summed over workers: near 0 "
+            "while a worker keeps up, tens of milliseconds when its core is saturated or a callback "
+            "or a garbage collection holds its loop. A late loop ticks less often, so the share of "
+            "late ticks understates the share of late time.",
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )

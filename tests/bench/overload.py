@@ -119,9 +119,10 @@ class Poller:
 
 
 def lag_note(start: dict[str, float], end: dict[str, float]) -> str:
-    """The server's event loop lag over the run (`event_loop_lag_seconds`, a tick every 10 ms):
-    how many ticks ran more than 10 ms and 50 ms late. A refusal arriving then waits about that
-    long before the loop reads it."""
+    """The server's event loop lag over the run (`event_loop_lag_seconds`, a tick every 100 ms by
+    default): how many ticks ran more than 10 ms and 50 ms late. A refusal arriving then waits
+    about that long before the loop reads it. A late loop ticks less often: the shares understate
+    the time the loop was late."""
     ticks = end.get("+Inf", 0.0) - start.get("+Inf", 0.0)
     if ticks <= 0:
         return "not exported"

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -45,18 +46,24 @@ def lag_ticks(metrics_text: str) -> float:
     return sum(s.value for s in parse_samples(metrics_text) if s.name == "event_loop_lag_seconds_count")
 
 
-def per_worker_counts(metrics_dir: Path, scratch: Path) -> dict[int, float]:
-    """Each worker's own count, read from its file alone through prometheus_client's public API."""
-    counts: dict[int, float] = {}
-    for file in metrics_dir.glob("counter_*.db"):
+def per_worker(metrics_dir: Path, scratch: Path, kind: str, read: Callable[[str], float]) -> dict[int, float]:
+    """`read` of each worker's own `kind` file (counter, histogram) alone, through prometheus_client's
+    public API."""
+    values: dict[int, float] = {}
+    for file in metrics_dir.glob(f"{kind}_*.db"):
         pid = int(file.stem.split("_")[1])
-        alone = scratch / str(pid)
+        alone = scratch / f"{kind}-{pid}"
         alone.mkdir(exist_ok=True)
         shutil.copy(file, alone / file.name)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(alone))
-        counts[pid] = ok_count(generate_latest(registry).decode())
-    return counts
+        values[pid] = read(generate_latest(registry).decode())
+    return values
+
+
+def per_worker_counts(metrics_dir: Path, scratch: Path) -> dict[int, float]:
+    """Each worker's own count of ok predictions."""
+    return per_worker(metrics_dir, scratch, "counter", ok_count)
 
 
 def stale_counter(metrics_dir: Path) -> None:
@@ -115,6 +122,10 @@ def test_two_workers_report_every_prediction(registry: Registry, tmp_path: Path)
         for _ in range(8):  # whichever worker answers the scrape, it reports all of them
             assert ok_count(httpx.get(f"{server.url}/metrics", timeout=10).text) == sent
 
+        # Every worker measures its event loop's lag (the check itself is off by default).
+        ticks = per_worker(metrics_dir, tmp_path / "scratch", "histogram", lag_ticks)
+        assert len(ticks) == 2 and all(n > 0 for n in ticks.values()), ticks
+
         # A worker killed outright: its counts stay, its live gauges go, a new worker replaces it.
         victim = next(pid for pid, n in workers.items() if n > 0)
         assert list(metrics_dir.glob(f"gauge_live*_{victim}.db"))
@@ -128,11 +139,10 @@ def test_two_workers_report_every_prediction(registry: Registry, tmp_path: Path)
         assert values[("model_ready", ())] == 1.0
         info = [labels for (name, labels), v in values.items() if name == "model_info" and v == 1.0]
         assert [dict(labels)["alias"] for labels in info] == ["champion"]
-        # Every worker measures its event loop's lag (the check itself is off by default).
-        ticks = lag_ticks(text)
-        assert ticks > 0
+        # ...and the loop lag is still measured, summed over the workers alive.
+        ticks_now = lag_ticks(text)
         wait_until(
-            lambda: lag_ticks(httpx.get(f"{server.url}/metrics", timeout=10).text) > ticks,
+            lambda: lag_ticks(httpx.get(f"{server.url}/metrics", timeout=10).text) > ticks_now,
             30,
             "more event loop lag measurements",
         )

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from model_api.admission import DisconnectWatch, LoopLag, Ticket, budget_s
-from model_api.dataplane import DataPlane
+from model_api.dataplane import LAG_INTERVAL_S, LAG_SAMPLE_S, DataPlane
 from model_api.errors import BadRequest, Expired, InvalidInput, Overloaded
 from model_api.metrics import Metrics
 from model_api.registry import LoadedModel
@@ -183,6 +183,12 @@ def test_with_the_check_off_every_lag_is_still_observed() -> None:
     assert over_100_ms() == 1, "the 200 ms block, once"
     assert (metrics.registry.get_sample_value("event_loop_lag_seconds_count") or 0) >= 2
     assert not lag.lagging, "no limit: admission never counts the loop as lagging"
+
+
+def test_the_loop_ticks_every_10_ms_for_the_check_and_every_100_ms_for_the_histogram_alone() -> None:
+    """Waking an idle worker costs CPU: the histogram alone samples ten times less often."""
+    assert DataPlane(Settings(), Metrics()).loop_lag.interval_s == LAG_SAMPLE_S == 0.1
+    assert DataPlane(Settings(max_loop_lag_ms=20), Metrics()).loop_lag.interval_s == LAG_INTERVAL_S == 0.01
 
 
 def test_with_the_check_off_and_nothing_observing_no_timer_runs() -> None:
