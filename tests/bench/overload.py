@@ -71,14 +71,13 @@ class Poller:
     lag_start: dict[str, float] = field(default_factory=dict)
     lag_end: dict[str, float] = field(default_factory=dict)
     """The server's `event_loop_lag_seconds` buckets (cumulative count by `le`) at the first and
-    last scrape."""
-    _lag: dict[str, float] = field(default_factory=dict)
+    the latest scrape."""
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, t0: float) -> None:
         with httpx.Client(timeout=HEALTH_TIMEOUT_S) as client:
             self.shed_start = self.scrape(client) or {}
-            self.lag_start = dict(self._lag)
+            self.lag_start = dict(self.lag_end)
             next_metrics = time.monotonic()
             while not self.stop.is_set():
                 start = time.monotonic()
@@ -92,11 +91,10 @@ class Poller:
                     self.shed_end = self.scrape(client) or self.shed_end
                 self.stop.wait(max(0.0, HEALTH_EVERY_S - (time.monotonic() - start)))
             self.shed_end = self.scrape(client) or self.shed_end
-            self.lag_end = dict(self._lag)
 
     def scrape(self, client: httpx.Client) -> dict[str, float] | None:
         """Counters of shed requests by reason; the gauges' peaks go to self.gauges, the loop lag's
-        buckets to self._lag."""
+        buckets to self.lag_end."""
         try:
             text = client.get(f"{self.base}/metrics", timeout=5).text
         except httpx.HTTPError:
@@ -112,7 +110,7 @@ class Poller:
                     gauges[sample.name] = gauges.get(sample.name, 0.0) + sample.value
                 elif sample.name == "event_loop_lag_seconds_bucket":
                     le = sample.labels.get("le", "")
-                    self._lag[le] = sample.value
+                    self.lag_end[le] = sample.value
         for name, value in gauges.items():
             self.gauges[name] = max(self.gauges.get(name, 0.0), value)
         return shed
