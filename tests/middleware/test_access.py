@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from model_api.logs import JsonFormatter
+from model_api.logs import JsonFormatter, logging_config
 from model_api.main import create_app
 from model_api.registry import LoadedModel
 from model_api.settings import Settings
@@ -123,6 +124,37 @@ def test_json_lines_carry_the_access_fields() -> None:
         "route": "/predict",
         "status": 200,
     }
+
+
+# Times whose milliseconds a truncation of the fraction gets wrong (datetime first rounds to the
+# microsecond), a fraction that rounds up into the next second, and a plain one.
+EDGE_TIMES = (25_353_909.980999846, 56_309_338.08299998, 1e9 + 0.9999996, 1_700_000_000.0005, 1.7e9 + 0.25)
+
+
+def test_json_time_is_what_datetime_gives_to_the_millisecond() -> None:
+    formatter = JsonFormatter()
+    for created in (*EDGE_TIMES, *(1_800_000_000 + k / 997 for k in range(3000))):
+        record = logging.LogRecord("model_api.access", logging.INFO, __file__, 1, "x", None, None)
+        record.created = created
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(record))["time"] == expected, created
+
+
+def startup_filter() -> logging.Filter:
+    config = logging_config()["filters"]["startup"]
+    made: logging.Filter = config["()"]()
+    return made
+
+
+def test_the_startup_filter_drops_the_reported_traceback_and_leaves_other_records_unformatted() -> None:
+    drop = startup_filter()
+    traceback = "Traceback (most recent call last):\n  model_api.errors.ModelLoadError: no model"
+    for message, kept in ((traceback, False), ("Traceback: another error", True)):
+        record = logging.LogRecord("uvicorn.error", logging.ERROR, "", 0, message, None, None)
+        assert drop.filter(record) is kept
+    # An access line passes without its message being built (these args would not format).
+    info = logging.LogRecord("model_api.access", logging.INFO, "", 0, "%d", ("not a number",), None)
+    assert drop.filter(info)
 
 
 def test_requests_in_progress_by_route(registry: Any, champion: LoadedModel) -> None:
