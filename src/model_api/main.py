@@ -118,9 +118,11 @@ def create_app(
         forget_openapi()
         # Everything loaded so far (MLflow, pandas, the model) lives as long as the process: keep
         # it out of the garbage collector's full passes, which otherwise stall requests for tens
-        # of milliseconds under load.
+        # of milliseconds under load; and collect the young generation only once many objects
+        # are new, not every 700 (settings.gc_threshold).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(settings.gc_threshold, *gc.get_threshold()[1:])
         rollout = app.state.rollout = Rollout(plane, settings, on_swap=forget_openapi)
         rollout.start()
         lag_watch = asyncio.get_running_loop().create_task(plane.loop_lag.run())

@@ -40,6 +40,7 @@ def test_prefixed_tracking_uri_wins_over_mlflow_one(monkeypatch: pytest.MonkeyPa
         ("MODEL_API_MODEL_THREADS", "0"),
         ("MODEL_API_LOG_LEVEL", "loud"),
         ("MODEL_API_MAX_ROWS", "-1"),
+        ("MODEL_API_GC_THRESHOLD", "0"),
     ],
 )
 def test_rejects_bad_values(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
