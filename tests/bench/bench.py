@@ -1,8 +1,11 @@
 """`make bench`: our service against `mlflow models serve` on the same registered model, side by side.
 
-Each server runs one worker pinned to core 0 with taskset; wrk runs pinned to core 1. Every scenario
-runs 15 s after a warm-up. The same run also measures the in-process limit (the model's own predict
-for 1 and 64 rows) and the ceiling (a bare FastAPI endpoint that only parses the JSON). Results go to
+Each server runs one worker pinned to core 0 with taskset; wrk runs pinned to core 1. All three
+servers (ours, mlflow's and the ceiling, a bare FastAPI endpoint that only parses the JSON) are up
+at once, idle but for the one measured, and every scenario is measured in ROUNDS rounds in which
+they take turns (`measure`), 15 s per server in all after a warm-up: what the shared machine does
+meanwhile falls on each of them alike, and the ratios compare like with like. The same run also
+measures the in-process limit (the model's own predict for 1 and 64 rows). Results go to
 stdout, bench-results/bench.json and bench-results/bench.md. Then the cost of watching the model
 (watchbench.py: inference logs at 100% to a file and the shadow on, against both off), alone with
 `--watch` (`--baseline REF` adds the source of a git ref as 'before', `--rounds N`).
@@ -24,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,10 @@ example, except DIFFERENT: BODIES bodies of 64 rows each, none the same, sent in
 body flatters a tree walk that branches (the processor learns the paths of the same few rows):
 with DIFFERENT the server walks the trees as it would for real clients."""
 BODIES = 32
+ROUNDS = 3
+"""Rounds per scenario. A server's req/s is its mean over the rounds, its p50 and p99 the median of
+its rounds' (`measure`). Rounds of one server differed by 20% here: one 15 s run per server,
+minutes apart, put model-api at 36-46% of the ceiling on the same code."""
 
 
 @dataclass
@@ -173,37 +180,79 @@ def wrk(url: str, bodies: list[Path], connections: int, seconds: int) -> dict[st
     return {"req_s": req_s, "p50_ms": p50, "p99_ms": p99, "errors": errors}
 
 
+@dataclass(frozen=True)
+class Target:
+    """A server under test: its process, the URL it is sent requests at, its bodies by scenario."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    bodies: dict[str, list[Path]]
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a process and all its descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def settle(pid: int, quiet_s: float = 0.3, most_s: float = 20.0) -> None:
+    """Wait until the server has finished what wrk left in flight (its CPU time stays still for
+    `quiet_s`), so that it does not spend the next server's turn on it: mlflow holds 64 queued
+    requests, about 2 s of work, when wrk stops at c=64."""
+    deadline = time.monotonic() + most_s
+    last = tree_cpu_s(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = tree_cpu_s(pid)
+        if now - last < 0.02 * quiet_s:
+            return
+        last = now
+
+
 def measure(
-    name: str,
-    proc: subprocess.Popen[bytes],
-    url: str,
-    bodies: dict[str, list[Path]],
-    seconds: int,
-    scenarios: list[tuple[str, int, int]],
+    targets: dict[str, Target], scenario: tuple[str, int, int], seconds: int, rounds: int = ROUNDS
 ) -> list[Result]:
-    """Run `scenarios` against `url`; `bodies` maps a scenario's name to the bodies it sends."""
+    """One scenario against every target, in `rounds` rounds of `seconds / rounds` each in which the
+    targets take turns (after a warm-up of each): their req/s is the mean over the rounds, p50 and
+    p99 the median of the rounds', errors the sum."""
+    name, rows, connections = scenario
+    for target in targets.values():
+        wrk(target.url, target.bodies[name], connections, 3)  # warm-up
+        settle(target.proc.pid)
+    runs: dict[str, list[dict[str, float]]] = {server_name: [] for server_name in targets}
+    each = max(1, round(seconds / rounds))
+    for _ in range(rounds):
+        for server_name, target in targets.items():
+            runs[server_name].append(wrk(target.url, target.bodies[name], connections, each))
+            settle(target.proc.pid)
     results = []
-    for scenario, rows, connections in scenarios:
-        wrk(url, bodies[scenario], connections, 3)  # warm-up
-        stats = wrk(url, bodies[scenario], connections, seconds)
-        rss = tree_rss_mb(proc.pid)
+    for server_name, target in targets.items():
+        stats = runs[server_name]
+        req_s = statistics.fmean(r["req_s"] for r in stats)
+        p50 = statistics.median(r["p50_ms"] for r in stats)
+        p99 = statistics.median(r["p99_ms"] for r in stats)
+        errors = int(sum(r["errors"] for r in stats))
+        rss = tree_rss_mb(target.proc.pid)
         results.append(
-            Result(
-                name,
-                scenario,
-                rows,
-                connections,
-                stats["req_s"],
-                stats["req_s"] * rows,
-                stats["p50_ms"],
-                stats["p99_ms"],
-                int(stats["errors"]),
-                rss,
-            )
+            Result(server_name, name, rows, connections, req_s, req_s * rows, p50, p99, errors, rss)
         )
+        each_round = ", ".join(f"{r['req_s']:.0f}" for r in stats)
         print(
-            f"  {name:>14} {scenario:<18} {stats['req_s']:>9.0f} req/s  p50 {stats['p50_ms']:.1f} ms  "
-            f"p99 {stats['p99_ms']:.1f} ms  errors {int(stats['errors'])}  rss {rss:.0f} MB",
+            f"  {server_name:>14} {name:<18} {req_s:>9.0f} req/s ({each_round})  p50 {p50:.1f} ms  "
+            f"p99 {p99:.1f} ms  errors {errors}  rss {rss:.0f} MB",
             flush=True,
         )
     return results
@@ -316,9 +365,12 @@ def main() -> int:
     ours_env = {**base_env, "MODEL_API_PORT": str(info_port), "MODEL_API_HOST": "127.0.0.1"}
     ours_url = f"http://127.0.0.1:{info_port}"
     results: list[Result] = []
-    with server(
-        [str(bin_dir / "model-api"), "serve"], ours_env, f"{ours_url}/ready", args.out / "ours.log"
-    ) as proc:
+    with ExitStack() as running:
+        ours = running.enter_context(
+            server(
+                [str(bin_dir / "model-api"), "serve"], ours_env, f"{ours_url}/ready", args.out / "ours.log"
+            )
+        )
         info = httpx.get(f"{ours_url}/model/info", timeout=5).json()
         served_by = f"fast path ({info['fast_path']})" if info.get("fast_path") else "the model itself"
         print(f"  served by {served_by}: {info.get('fast_path_reason', '')}", flush=True)
@@ -344,53 +396,56 @@ def main() -> int:
                     bodies[server_name][scenario].append(path)
         checked = ("64 rows, c=8", DIFFERENT)  # the answers both servers must agree on
         expected = [answers(f"{ours_url}/predict", bodies["ours"][name][0]) for name in checked]
-        print("model-api serve ...", flush=True)
-        results += measure("model-api", proc, f"{ours_url}/predict", bodies["ours"], args.seconds, SCENARIOS)
 
-    port = free_port()
-    mlflow_url = f"http://127.0.0.1:{port}"
-    mlflow_cmd = [
-        str(bin_dir / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        uri,
-        "--env-manager",
-        "local",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with server(mlflow_cmd, base_env, f"{mlflow_url}/ping", args.out / "mlflow.log") as proc:
+        port = free_port()
+        mlflow_url = f"http://127.0.0.1:{port}"
+        mlflow_cmd = [
+            str(bin_dir / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        mlflow = running.enter_context(
+            server(mlflow_cmd, base_env, f"{mlflow_url}/ping", args.out / "mlflow.log")
+        )
         got = [answers(f"{mlflow_url}/invocations", bodies["mlflow"][name][0]) for name in checked]
         assert got == expected, "both servers give the same answers"
-        print("mlflow models serve ...", flush=True)
-        results += measure(
-            "mlflow", proc, f"{mlflow_url}/invocations", bodies["mlflow"], args.seconds, SCENARIOS
+
+        port = free_port()
+        ceiling_url = f"http://127.0.0.1:{port}"
+        ceiling_cmd = [
+            str(bin_dir / "uvicorn"),
+            "tests.bench.ceiling:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        ceiling_env = {**base_env, "PYTHONPATH": str(ROOT)}
+        ceiling = running.enter_context(
+            server(ceiling_cmd, ceiling_env, f"{ceiling_url}/docs", args.out / "ceiling.log")
         )
 
-    port = free_port()
-    ceiling_url = f"http://127.0.0.1:{port}"
-    ceiling_cmd = [
-        str(bin_dir / "uvicorn"),
-        "tests.bench.ceiling:create_app",
-        "--factory",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    with server(
-        ceiling_cmd, {**base_env, "PYTHONPATH": str(ROOT)}, f"{ceiling_url}/docs", args.out / "ceiling.log"
-    ) as proc:
-        print("ceiling (bare FastAPI endpoint) ...", flush=True)
-        results += measure(
-            "ceiling", proc, f"{ceiling_url}/predict", bodies["ceiling"], args.seconds, [SCENARIOS[2]]
-        )
+        targets = {
+            "model-api": Target(ours, f"{ours_url}/predict", bodies["ours"]),
+            "mlflow": Target(mlflow, f"{mlflow_url}/invocations", bodies["mlflow"]),
+        }
+        print(f"model-api serve, mlflow models serve and the ceiling, taking turns in {ROUNDS} rounds ...")
+        for case in SCENARIOS:
+            # the ceiling (a bare FastAPI endpoint) on the scenario it is compared in
+            both = {**targets, "ceiling": Target(ceiling, f"{ceiling_url}/predict", bodies["ceiling"])}
+            results += measure(both if case == SCENARIOS[2] else targets, case, args.seconds)
 
     report(results, limit, args.out, served_by)
     print("watch: inference logs to a file at 100% and the shadow on, against both off ...", flush=True)
