@@ -111,6 +111,24 @@ def test_nodes_in_any_order_are_walked_as_the_tree_says(by_rows: bool) -> None:
     assert (got.view(np.uint64) == expected.view(np.uint64)).all()
 
 
+@pytest.mark.timeout(30)  # without the check, both walks of the levels below would never end
+def test_nodes_that_are_not_a_tree_are_refused_at_build_not_walked_for_ever() -> None:
+    """A node whose left child is itself (a cycle): refused when the walks are built, so the
+    builder skips the evaluator instead of hanging the model's load."""
+    cyclic = Tree(
+        feature=np.zeros(2, int),
+        threshold=np.zeros(2),
+        left=np.array([0, -1]),
+        right=np.array([1, -1]),
+        missing_left=np.zeros(2, bool),
+        value=np.zeros((2, 1)),
+    )
+    with pytest.raises(RuntimeError, match="not a tree"):
+        CompiledTrees([cyclic])
+    with pytest.raises(ValueError, match="not a tree"):
+        StackedTrees([cyclic])
+
+
 def _demo_reason() -> str:
     fast, reason, _, _ = build_demo(400, 10, 20_000)
     assert fast is not None, reason

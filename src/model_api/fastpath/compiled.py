@@ -153,14 +153,20 @@ def _define(
 
 def _breadth_first(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, int]:
     """One tree's nodes in breadth-first order, the two children of a node side by side, and the
-    tree's depth: (order, depth), `order[new] = old`. Nodes the root does not reach are left out."""
+    tree's depth: (order, depth), `order[new] = old`. Nodes the root does not reach are left out.
+    Raises RuntimeError for nodes that are not a tree (a node reached twice: a cycle would walk
+    for ever, its levels doubling)."""
     frontier = np.zeros(1, dtype=np.intp)
     levels = [frontier]
+    reached = 1
     while True:
         inner = frontier[left[frontier] >= 0]
         if not len(inner):
             return np.concatenate(levels), len(levels) - 1
         frontier = np.column_stack((left[inner], right[inner])).ravel()
+        reached += len(frontier)
+        if reached > len(left):  # each node of a tree is reached once
+            raise RuntimeError("a tree whose nodes are not a tree (a node reached twice)")
         levels.append(frontier)
 
 
@@ -212,7 +218,8 @@ class CompiledTrees:
 
     X: [n_rows, n_features] float32 or float64 (any layout). start: [width] float64. Returns
     [n_rows, width] float64. Raises ImportError when numba is missing or its JIT is disabled,
-    RuntimeError when it cannot compile the loops, ValueError for an X that is not 2-D or has fewer
+    RuntimeError when it cannot compile the loops or the nodes are not trees (a node reached twice,
+    a cycle) or too many to index, ValueError for an X that is not 2-D or has fewer
     columns than the splits read, TypeError for another dtype. Holds 16 bytes a node for its record
     and 8 a value of its leaf values (the two walks of a model hold their own copies)."""
 

@@ -39,6 +39,7 @@ class StackedTrees:
     """Trees laid end to end; `sum(X, start)` gives start + tree 0 + tree 1 + ... per row.
 
     X: [n_rows, n_features] float32 or float64. start: [width] float64. Returns [n_rows, width].
+    Raises ValueError for nodes that are not a tree (a cycle).
     """
 
     def __init__(self, trees: Sequence[Tree]) -> None:
@@ -95,11 +96,15 @@ _BLOCK = 1024
 
 
 def _depth(left: np.ndarray, right: np.ndarray) -> int:
-    """Levels below the root (a lone leaf: 0), walked one level at a time."""
-    depth, frontier = 0, np.array([0])
+    """Levels below the root (a lone leaf: 0), walked one level at a time. Raises ValueError for
+    nodes that are not a tree (a node reached twice: a cycle would walk for ever)."""
+    depth, frontier, reached = 0, np.array([0]), 1
     while True:
         inner = frontier[left[frontier] >= 0]
         if not len(inner):
             return depth
         depth += 1
         frontier = np.concatenate([left[inner], right[inner]])
+        reached += len(frontier)
+        if reached > len(left):  # each node of a tree is reached once
+            raise ValueError("a tree whose nodes are not a tree (a node reached twice)")
