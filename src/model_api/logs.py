@@ -61,6 +61,8 @@ class JsonFormatter(logging.Formatter):
         """`created` (seconds since the epoch) in ISO 8601, UTC, to the millisecond: what
         `datetime.isoformat(timespec="milliseconds")` gives, with the date and time of the second
         rendered once per second (a line per request: 2.5 -> 0.4 us)."""
+        if created < 0:  # a clock before 1970: int() would round toward zero
+            return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
         second = int(created)
         micros = round((created - second) * 1e6)  # as datetime rounds a timestamp: to the microsecond
         if micros == 1_000_000:

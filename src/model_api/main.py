@@ -122,7 +122,8 @@ def create_app(
         # are new, not every 700 (settings.gc_threshold).
         gc.collect()
         gc.freeze()
-        gc.set_threshold(settings.gc_threshold, *gc.get_threshold()[1:])
+        thresholds = gc.get_threshold()
+        gc.set_threshold(settings.gc_threshold, *thresholds[1:])
         rollout = app.state.rollout = Rollout(plane, settings, on_swap=forget_openapi)
         rollout.start()
         lag_watch = asyncio.get_running_loop().create_task(plane.loop_lag.run())
@@ -144,6 +145,7 @@ def create_app(
             await anyio.to_thread.run_sync(served.close)
             await anyio.to_thread.run_sync(watch.close)  # after the last answer: its record is kept
             metrics.close()
+            gc.set_threshold(*thresholds)  # process-wide: as it was for whatever runs next
 
     app = FastAPI(
         # FastAPI's own OpenTelemetry instrumentation asks the global providers on every request

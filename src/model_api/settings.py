@@ -141,13 +141,13 @@ class Settings(BaseSettings):
     prediction requests are refused as past max_in_flight are; 0 (the default) turns the check off.
     20 held admitted p99 near 100 ms under a 3x spike, but refused 0.1-0.5% at half load."""
 
-    gc_threshold: int = Field(default=10_000, ge=1)
-    """The garbage collector's young-generation threshold once the model is served (the first value
-    of `gc.set_threshold`; Python's default is 700, which `MODEL_API_GC_THRESHOLD=700` restores).
-    The request path makes no cyclic garbage, so under load the default collections only walk the
-    objects of requests in flight: about 7% of the core at 64 connections. 10,000 is twice the
-    objects 64 in-flight single-row requests hold at once; garbage cycles wait until that many
-    objects are new (see the README's Performance section)."""
+    gc_threshold: int = Field(default=10_000, ge=1, le=2**31 - 1)
+    """The garbage collector's young-generation threshold while the model is served (the first value
+    of `gc.set_threshold`, at most what it takes, 2**31 - 1; Python 3.11's default is 700, which
+    `MODEL_API_GC_THRESHOLD=700` restores). The fast path's requests make no cyclic garbage, so under
+    load the default's collections only walk the objects of requests in flight: about 7% of the core
+    at 64 connections. 10,000 is twice the objects 64 in-flight single-row requests hold at once;
+    garbage cycles wait until that many objects are new (see the README's Performance section)."""
 
     cors_origins: str = ""
     """Comma-separated origins browsers may call the API from ('*' for any); CORS is off when empty."""

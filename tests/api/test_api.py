@@ -46,13 +46,14 @@ def test_health_and_ready(client: TestClient) -> None:
     assert ready.json() == {"status": "ready", "model_name": "ChurnPredictor", "model_version": "1"}
 
 
-def test_the_collector_threshold_is_the_settings_once_the_model_is_served(settings: Settings) -> None:
+def test_the_collector_threshold_is_the_settings_while_the_model_is_served(settings: Settings) -> None:
     before = gc.get_threshold()
     try:
         gc.set_threshold(700, *before[1:])
         with TestClient(create_app(settings.model_copy(update={"gc_threshold": 4321}))) as client:
             assert client.get("/ready").status_code == 200
             assert gc.get_threshold() == (4321, *before[1:])
+        assert gc.get_threshold() == (700, *before[1:])  # as it was once the app stops
     finally:
         gc.set_threshold(*before)
 

@@ -127,13 +127,14 @@ def test_json_lines_carry_the_access_fields() -> None:
 
 
 # Times whose milliseconds a truncation of the fraction gets wrong (datetime first rounds to the
-# microsecond), a fraction that rounds up into the next second, and a plain one.
+# microsecond), a fraction that rounds up into the next second, a plain one, and before 1970.
 EDGE_TIMES = (25_353_909.980999846, 56_309_338.08299998, 1e9 + 0.9999996, 1_700_000_000.0005, 1.7e9 + 0.25)
+BEFORE_1970 = (-0.5, -1.25, -86_400.0004)
 
 
 def test_json_time_is_what_datetime_gives_to_the_millisecond() -> None:
     formatter = JsonFormatter()
-    for created in (*EDGE_TIMES, *(1_800_000_000 + k / 997 for k in range(3000))):
+    for created in (*EDGE_TIMES, *BEFORE_1970, *(1_800_000_000 + k / 997 for k in range(3000))):
         record = logging.LogRecord("model_api.access", logging.INFO, __file__, 1, "x", None, None)
         record.created = created
         expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")

@@ -41,6 +41,7 @@ def test_prefixed_tracking_uri_wins_over_mlflow_one(monkeypatch: pytest.MonkeyPa
         ("MODEL_API_LOG_LEVEL", "loud"),
         ("MODEL_API_MAX_ROWS", "-1"),
         ("MODEL_API_GC_THRESHOLD", "0"),
+        ("MODEL_API_GC_THRESHOLD", str(2**31)),  # more than gc.set_threshold takes
     ],
 )
 def test_rejects_bad_values(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
