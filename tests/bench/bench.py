@@ -3,12 +3,13 @@
 Each server runs one worker pinned to core 0 with taskset; wrk runs pinned to core 1. All three
 servers (ours, mlflow's and the ceiling, a bare FastAPI endpoint that only parses the JSON) are up
 at once, idle but for the one measured, and every scenario is measured in ROUNDS rounds in which
-they take turns (`measure`), 15 s per server in all after a warm-up: what the shared machine does
-meanwhile falls on each of them alike, and the ratios compare like with like. The same run also
-measures the in-process limit (the model's own predict for 1 and 64 rows). Results go to
-stdout, bench-results/bench.json and bench-results/bench.md. Then the cost of watching the model
-(watchbench.py: inference logs at 100% to a file and the shadow on, against both off), alone with
-`--watch` (`--baseline REF` adds the source of a git ref as 'before', `--rounds N`).
+they take turns (`measure`), `--seconds` (15) per server in all after a warm-up: what the shared
+machine does meanwhile falls on each of them alike, and the ratios compare like with like. The
+same run also measures the in-process limit (the model's own predict for 1 and 64 rows). Results
+go to stdout, bench-results/bench.json and bench-results/bench.md. Then the cost of watching the
+model (watchbench.py: inference logs at 100% to a file and the shadow on, against both off, in
+ROUNDS interleaved rounds), alone with `--watch` (`--baseline REF` adds the source of a git ref
+as 'before', `--rounds N`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class Result:
     p99_ms: float
     errors: int
     rss_mb: float
+    rounds_req_s: tuple[float, ...] = ()
+    """Each round's req/s, in order (`measure`)."""
 
 
 def free_port() -> int:
@@ -226,16 +229,20 @@ def measure(
     targets: dict[str, Target], scenario: tuple[str, int, int], seconds: int, rounds: int = ROUNDS
 ) -> list[Result]:
     """One scenario against every target, in `rounds` rounds of `seconds / rounds` each in which the
-    targets take turns (after a warm-up of each): their req/s is the mean over the rounds, p50 and
-    p99 the median of the rounds', errors the sum."""
+    targets take turns (after a warm-up of each), each round in another order, so that a trend in
+    the machine's load favours none: their req/s is the mean over the rounds, p50 and p99 the median
+    of the rounds', errors the sum."""
     name, rows, connections = scenario
     for target in targets.values():
         wrk(target.url, target.bodies[name], connections, 3)  # warm-up
         settle(target.proc.pid)
     runs: dict[str, list[dict[str, float]]] = {server_name: [] for server_name in targets}
     each = max(1, round(seconds / rounds))
-    for _ in range(rounds):
-        for server_name, target in targets.items():
+    order = list(targets)
+    for round_ in range(rounds):
+        turn = round_ % len(order)
+        for server_name in order[turn:] + order[:turn]:
+            target = targets[server_name]
             runs[server_name].append(wrk(target.url, target.bodies[name], connections, each))
             settle(target.proc.pid)
     results = []
@@ -247,7 +254,19 @@ def measure(
         errors = int(sum(r["errors"] for r in stats))
         rss = tree_rss_mb(target.proc.pid)
         results.append(
-            Result(server_name, name, rows, connections, req_s, req_s * rows, p50, p99, errors, rss)
+            Result(
+                server_name,
+                name,
+                rows,
+                connections,
+                req_s,
+                req_s * rows,
+                p50,
+                p99,
+                errors,
+                rss,
+                tuple(r["req_s"] for r in stats),
+            )
         )
         each_round = ", ".join(f"{r['req_s']:.0f}" for r in stats)
         print(
@@ -449,7 +468,8 @@ def main() -> int:
 
     report(results, limit, args.out, served_by)
     print("watch: inference logs to a file at 100% and the shadow on, against both off ...", flush=True)
-    watchbench.run(ROOT, base_env, args.out, args.seconds, 1, None)
+    # interleaved rounds, as above: one run of each, one after the other, is this machine's noise
+    watchbench.run(ROOT, base_env, args.out, max(1, round(args.seconds / ROUNDS)), ROUNDS, None)
     return 0
 
 
@@ -489,10 +509,12 @@ def report(results: list[Result], limit: dict[str, float], out: Path, served_by:
                 f"{r.p99_ms:.1f} | {r.errors} | {r.rss_mb:.0f} | {note} |"
             )
     ours64 = by[("model-api", SCENARIOS[2][0])]
+    shares = ", ".join(f"{a / b:.0%}" for a, b in zip(ours64.rounds_req_s, ceiling.rounds_req_s, strict=True))
     lines += [
         "",
         f"Ceiling (bare FastAPI endpoint, single row, c=64): {ceiling.req_s:.0f} req/s, p99 "
-        f"{ceiling.p99_ms:.1f} ms; model-api reaches {ours64.req_s / ceiling.req_s:.0%} of it.",
+        f"{ceiling.p99_ms:.1f} ms; model-api reaches {ours64.req_s / ceiling.req_s:.0%} of it "
+        f"(round by round: {shares}).",
     ]
     text = "\n".join(lines)
     print("\n" + text)
