@@ -60,7 +60,7 @@ class JsonFormatter(logging.Formatter):
     def _time(self, created: float) -> str:
         """`created` (seconds since the epoch) in ISO 8601, UTC, to the millisecond: what
         `datetime.isoformat(timespec="milliseconds")` gives, with the date and time of the second
-        rendered once per second (a line per request: 2.5 -> 0.4 us)."""
+        rendered once per second (a line per request: about 2 -> 0.7 us, timed alone)."""
         if created < 0:  # a clock before 1970: int() would round toward zero
             return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
         second = int(created)

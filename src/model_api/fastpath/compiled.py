@@ -154,8 +154,8 @@ def _define(
 def _breadth_first(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, int]:
     """One tree's nodes in breadth-first order, the two children of a node side by side, and the
     tree's depth: (order, depth), `order[new] = old`. Nodes the root does not reach are left out.
-    Raises RuntimeError for nodes that are not a tree (a node reached twice: a cycle would walk
-    for ever, its levels doubling)."""
+    Raises RuntimeError for nodes that are not a tree (a node reached twice: through a cycle, the
+    levels would go on for ever)."""
     frontier = np.zeros(1, dtype=np.intp)
     levels = [frontier]
     reached = 1
