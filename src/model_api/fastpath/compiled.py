@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from model_api.fastpath.stacked import Tree
+from model_api.fastpath.stacked import Tree, breadth_first
 
 A = np.ndarray
 
@@ -151,25 +151,6 @@ def _define(
     return by_levels, by_rows
 
 
-def _breadth_first(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, int]:
-    """One tree's nodes in breadth-first order, the two children of a node side by side, and the
-    tree's depth: (order, depth), `order[new] = old`. Nodes the root does not reach are left out.
-    Raises RuntimeError for nodes that are not a tree (a node reached twice: through a cycle, the
-    levels would go on for ever)."""
-    frontier = np.zeros(1, dtype=np.intp)
-    levels = [frontier]
-    reached = 1
-    while True:
-        inner = frontier[left[frontier] >= 0]
-        if not len(inner):
-            return np.concatenate(levels), len(levels) - 1
-        frontier = np.column_stack((left[inner], right[inner])).ravel()
-        reached += len(frontier)
-        if reached > len(left):  # each node of a tree is reached once
-            raise RuntimeError("a tree whose nodes are not a tree (a node reached twice)")
-        levels.append(frontier)
-
-
 def _pack(trees: Sequence[Tree]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """The trees' nodes as 16-byte records, breadth first, tree after tree (`_define` says what a
     record holds): (records, leaf values [n_nodes, width] float64, roots, depths, features read).
@@ -179,7 +160,10 @@ def _pack(trees: Sequence[Tree]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     base = width = 0
     for tree in trees:
         left = np.asarray(tree.left, dtype=np.intp)
-        order, depth = _breadth_first(left, np.asarray(tree.right, dtype=np.intp))
+        try:
+            order, depth = breadth_first(left, np.asarray(tree.right, dtype=np.intp))
+        except ValueError as exc:  # a cycle: refused as the other trees the records cannot hold
+            raise RuntimeError(str(exc)) from exc
         new = np.empty(len(left), dtype=np.intp)
         new[order] = np.arange(len(order)) + base
         old_left = left[order]

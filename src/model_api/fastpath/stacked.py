@@ -47,7 +47,7 @@ class StackedTrees:
         self.n_trees = len(trees)
         self.roots = offsets[:-1].astype(np.intp)
         feature, threshold, left, right, missing, values = [], [], [], [], [], []
-        self.depths = [_depth(t.left, t.right) for t in trees]
+        self.depths = [breadth_first(t.left, t.right)[1] for t in trees]
         """Levels below each tree's root (a lone leaf: 0)."""
         for t, base in zip(trees, offsets[:-1], strict=True):
             idx = np.arange(len(t.feature)) + base
@@ -95,16 +95,20 @@ class StackedTrees:
 _BLOCK = 1024
 
 
-def _depth(left: np.ndarray, right: np.ndarray) -> int:
-    """Levels below the root (a lone leaf: 0), walked one level at a time. Raises ValueError for
-    nodes that are not a tree (a node reached twice: a cycle would walk for ever)."""
-    depth, frontier, reached = 0, np.array([0]), 1
+def breadth_first(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, int]:
+    """One tree's nodes in breadth-first order, the two children of a node side by side, and the
+    tree's depth, levels below the root (a lone leaf: 0): (order, depth), `order[new] = old`.
+    Nodes the root does not reach are left out. Raises ValueError for nodes that are not a tree (a
+    node reached twice: through a cycle, the levels would go on for ever)."""
+    frontier = np.zeros(1, dtype=np.intp)
+    levels = [frontier]
+    reached = 1
     while True:
         inner = frontier[left[frontier] >= 0]
         if not len(inner):
-            return depth
-        depth += 1
-        frontier = np.concatenate([left[inner], right[inner]])
+            return np.concatenate(levels), len(levels) - 1
+        frontier = np.column_stack((left[inner], right[inner])).ravel()
         reached += len(frontier)
         if reached > len(left):  # each node of a tree is reached once
             raise ValueError("a tree whose nodes are not a tree (a node reached twice)")
+        levels.append(frontier)
