@@ -81,27 +81,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def process_tree(pid: int) -> list[Any]:
+    """A process and all its descendants (psutil processes), or none once it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_total(pid: int, measure: Callable[[Any], float]) -> float:
+    """`measure` summed over a process and its descendants, skipping any that exit meanwhile."""
+    import psutil
+
+    total = 0.0
+    for proc in process_tree(pid):
+        try:
+            total += measure(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        stack.extend(children.get(p, []))
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    return tree_total(pid, lambda proc: proc.memory_info().rss) / 2**20
 
 
 @contextmanager
@@ -194,21 +200,7 @@ class Target:
 
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds used so far by a process and all its descendants."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for proc in procs:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
+    return tree_total(pid, lambda proc: sum(proc.cpu_times()[:2]))  # user + system
 
 
 def settle(pid: int, quiet_s: float = 0.3, most_s: float = 20.0) -> None:
@@ -461,10 +453,10 @@ def main() -> int:
             "mlflow": Target(mlflow, f"{mlflow_url}/invocations", bodies["mlflow"]),
         }
         print(f"model-api serve, mlflow models serve and the ceiling, taking turns in {ROUNDS} rounds ...")
+        # the ceiling (a bare FastAPI endpoint) only on the scenario it is compared in
+        with_ceiling = {**targets, "ceiling": Target(ceiling, f"{ceiling_url}/predict", bodies["ceiling"])}
         for case in SCENARIOS:
-            # the ceiling (a bare FastAPI endpoint) on the scenario it is compared in
-            both = {**targets, "ceiling": Target(ceiling, f"{ceiling_url}/predict", bodies["ceiling"])}
-            results += measure(both if case == SCENARIOS[2] else targets, case, args.seconds)
+            results += measure(with_ceiling if case == SCENARIOS[2] else targets, case, args.seconds)
 
     report(results, limit, args.out, served_by)
     print("watch: inference logs to a file at 100% and the shadow on, against both off ...", flush=True)
