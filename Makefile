@@ -25,7 +25,7 @@ help:
 	@echo "make serve   - install, register the demo model if missing, serve it on :8000"
 	@echo "make test    - everything CI checks: ruff, mypy --strict, the whole test suite"
 	@echo "make unit | integration | conformance | manifests | rules | image-test - one part of make test"
-	@echo "make bench   - our service against mlflow models serve, side by side, taking turns (about 7 minutes)"
+	@echo "make bench   - our service against mlflow models serve, side by side, taking turns (about 9 minutes)"
 	@echo "make overload [SPIKE=30 TAIL=10] - one worker under an open-loop spike of 3x its capacity (about 1.5 minutes)"
 	@echo "make loadtest [HOST=... DURATION=60s USERS=100] - locust, headless, against a running server"
 	@echo "make soak [DURATION=60s USERS=100 WORKERS=1] - its own server under locust: no failures, flat memory"
