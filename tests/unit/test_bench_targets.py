@@ -21,12 +21,38 @@ gives another verdict. At c=64, 40x mlflow is half the ceiling: 3,000 req/s meet
 CEILING = 6000.0
 
 
+def figures(
+    server: str,
+    name: str,
+    req_s: float,
+    p50: float,
+    p99: float,
+    errors: int = 0,
+    p99s: tuple[float, ...] = (),
+) -> Result:
+    rows, connections = next((r, c) for n, r, c in SCENARIOS if n == name)
+    return Result(
+        server=server,
+        scenario=name,
+        rows=rows,
+        connections=connections,
+        req_s=req_s,
+        rows_s=req_s * rows,
+        p50_ms=p50,
+        p99_ms=p99,
+        errors=errors,
+        rss_mb=500.0,
+        rounds_req_s=(req_s,),
+        rounds_p99_ms=p99s,
+    )
+
+
 def run(**ours: Any) -> dict[tuple[str, str], Result]:
     """A run's figures in which every target is met exactly at its bound, but where `ours` says
     otherwise (c1_p50, c64_req_s, c64_p99s, rows_x, different_x, ceiling, errors: {scenario: n})."""
     by = {}
     errors = ours.get("errors", {})
-    for name, rows, connections in SCENARIOS:
+    for name, _, _ in SCENARIOS:
         their_req_s, their_p50 = MLFLOW[name]
         req_s, p50, p99s = 1000.0, 1.0, (5.0,)
         if name == C1:
@@ -39,34 +65,10 @@ def run(**ours: Any) -> dict[tuple[str, str], Result]:
         elif name == DIFFERENT:
             req_s = ours.get("different_x", 30.0) * their_req_s
         p99 = sorted(p99s)[len(p99s) // 2]
-        by[("model-api", name)] = Result(
-            "model-api",
-            name,
-            rows,
-            connections,
-            req_s,
-            req_s * rows,
-            p50,
-            p99,
-            errors.get(name, 0),
-            500,
-            (req_s,),
-            p99s,
-        )
-        by[("mlflow", name)] = Result(
-            "mlflow",
-            name,
-            rows,
-            connections,
-            their_req_s,
-            their_req_s * rows,
-            their_p50,
-            2 * their_p50,
-            0,
-            600,
-        )
+        by[("model-api", name)] = figures("model-api", name, req_s, p50, p99, errors.get(name, 0), p99s)
+        by[("mlflow", name)] = figures("mlflow", name, their_req_s, their_p50, 2 * their_p50)
     ceiling = ours.get("ceiling", CEILING)
-    by[("ceiling", C64)] = Result("ceiling", C64, 1, 64, ceiling, ceiling, 10, 20, 0, 50)
+    by[("ceiling", C64)] = figures("ceiling", C64, ceiling, 10.0, 20.0)
     return by
 
 
