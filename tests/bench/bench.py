@@ -542,24 +542,29 @@ def speed_targets(by: dict[tuple[str, str], Result]) -> list[str]:
     one, c64 = by[("model-api", SCENARIOS[0][0])], by[("model-api", SCENARIOS[2][0])]
     their_one, their_c64 = by[("mlflow", SCENARIOS[0][0])], by[("mlflow", SCENARIOS[2][0])]
     ceiling = by[("ceiling", SCENARIOS[2][0])]
+    # (target, the model-api figures it is judged on, met, what was measured)
     rows = [
         (
             "single row, c=1: p50 at most 1/10 of mlflow's",
+            one,
             one.p50_ms / their_one.p50_ms <= 0.1,
             f"{one.p50_ms:.1f} ms, {one.p50_ms / their_one.p50_ms:.2f}x",
         ),
         (
             "single row, c=64: at least 40x mlflow's req/s",
+            c64,
             c64.req_s >= 40 * their_c64.req_s,
             f"{c64.req_s / their_c64.req_s:.1f}x",
         ),
         (
             "single row, c=64: at least half the ceiling",
+            c64,
             c64.req_s >= ceiling.req_s / 2,
             f"{c64.req_s / ceiling.req_s:.0%}",
         ),
         (
             "single row, c=64: p99 at most 30 ms",
+            c64,
             c64.p99_ms <= 30,
             f"{c64.p99_ms:.1f} ms (rounds: {', '.join(f'{p:.1f}' for p in c64.rounds_p99_ms)})",
         ),
@@ -569,16 +574,15 @@ def speed_targets(by: dict[tuple[str, str], Result]) -> list[str]:
         rows.append(
             (
                 f"{name}: at least 30x mlflow's rows/s",
+                ours,
                 ours.rows_s >= 30 * theirs.rows_s,
                 f"{ours.rows_s / theirs.rows_s:.1f}x",
             )
         )
-    errors = [one.errors, c64.errors, c64.errors, c64.errors] + [
-        by[("model-api", name)].errors for name, _, _ in SCENARIOS[3:]
-    ]
     return ["| target | result | measured |", "|---|---|---|"] + [
-        f"| {name} | {'PASS' if ok and not n else 'FAIL'} | {measured}{f', {n} errors' if n else ''} |"
-        for (name, ok, measured), n in zip(rows, errors, strict=True)
+        f"| {name} | {'PASS' if ok and not r.errors else 'FAIL'} | "
+        f"{measured}{f', {r.errors} errors' if r.errors else ''} |"
+        for name, r, ok, measured in rows
     ]
 
 
