@@ -44,7 +44,7 @@ def _rows(n: int, n_features: int, splits: np.ndarray, dtype: Any, seed: int = 0
 
 
 @pytest.mark.parametrize("by_rows", [False, True], ids=["by levels", "by rows"])
-@pytest.mark.parametrize("n", [0, 1, 7, BLOCK, 2 * BLOCK + 3])
+@pytest.mark.parametrize("n", [0, 1, 7, 13, BLOCK, 2 * BLOCK + 3])
 def test_each_walk_is_the_numpy_walk_bit_for_bit(by_rows: bool, n: int) -> None:
     trees, splits = _forest_trees()
     X = _rows(n, len(NUMERIC), splits, np.float32)
