@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.bench.bench import SCENARIOS, Result, speed_targets
+from tests.bench.bench import SCENARIOS, Result, report, speed_targets
 
 C1, C8, C64, ROWS, DIFFERENT = (name for name, _, _ in SCENARIOS)
 MLFLOW = {
@@ -49,9 +51,11 @@ def figures(
 
 def run(**ours: Any) -> dict[tuple[str, str], Result]:
     """A run's figures in which every target is met exactly at its bound, but where `ours` says
-    otherwise (c1_p50, c64_req_s, c64_p99s, rows_x, different_x, ceiling, errors: {scenario: n})."""
+    otherwise (c1_p50, c64_req_s, c64_p99s, rows_x, different_x, ceiling, errors: {scenario: n};
+    silent: the scenarios in which mlflow answered nothing, mlflow_errors: {scenario: n})."""
     by = {}
     errors = ours.get("errors", {})
+    silent, mlflow_errors = ours.get("silent", set()), ours.get("mlflow_errors", {})
     for name, _, _ in SCENARIOS:
         their_req_s, their_p50 = MLFLOW[name]
         req_s, p50, p99s = 1000.0, 1.0, (5.0,)
@@ -66,7 +70,12 @@ def run(**ours: Any) -> dict[tuple[str, str], Result]:
             req_s = ours.get("different_x", 30.0) * their_req_s
         p99 = sorted(p99s)[len(p99s) // 2]
         by[("model-api", name)] = figures("model-api", name, req_s, p50, p99, errors.get(name, 0), p99s)
-        by[("mlflow", name)] = figures("mlflow", name, their_req_s, their_p50, 2 * their_p50)
+        if name in silent:  # what wrk reports for a server that answered nothing
+            by[("mlflow", name)] = figures("mlflow", name, 0.0, 0.0, 0.0)
+        else:
+            by[("mlflow", name)] = figures(
+                "mlflow", name, their_req_s, their_p50, 2 * their_p50, mlflow_errors.get(name, 0)
+            )
     ceiling = ours.get("ceiling", CEILING)
     by[("ceiling", C64)] = figures("ceiling", C64, ceiling, 10.0, 20.0)
     return by
@@ -113,3 +122,20 @@ def test_the_rounds_p99_and_the_errors_are_shown() -> None:
     text = "".join(speed_targets(run(c64_p99s=(25.0, 31.0, 90.0), errors={C1: 2})))
     assert "rounds: 25.0, 31.0, 90.0" in text
     assert "2 errors" in text
+
+
+def test_a_yardstick_that_answered_nothing_or_failed_judges_nothing() -> None:
+    got = verdicts(speed_targets(run(silent={C1, ROWS}, mlflow_errors={C64: 4}, ceiling=0.0)))
+    assert got[TARGETS["c1"]] == got[TARGETS["rows"]] == "n/a (mlflow answered nothing)"
+    assert got[TARGETS["c64 mlflow"]] == "n/a (mlflow had 4 errors)"
+    assert got[TARGETS["ceiling"]] == "n/a (ceiling answered nothing)"
+    assert got[TARGETS["p99"]] == got[TARGETS["different"]] == "PASS"  # their own yardsticks stand
+
+
+def test_the_report_keeps_the_figures_when_mlflow_answered_nothing(tmp_path: Path) -> None:
+    results = list(run(silent={name for name, _, _ in SCENARIOS}).values())
+    report(results, {}, tmp_path, "the model itself")
+    kept = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["req_s"] for r in kept["results"] if r["server"] == "mlflow"] == [0.0] * len(SCENARIOS)
+    text = (tmp_path / "bench.md").read_text()
+    assert "n/a rows/s, p50 n/a, p99 n/a, RSS 1.00x" in text
