@@ -548,10 +548,10 @@ def report(results: list[Result], limit: dict[str, float], out: Path, served_by:
 
 def speed_targets(by: dict[tuple[str, str], Result]) -> list[str]:
     """The compiled fast path's speed targets (issue 13), each PASS or FAIL on this run's figures,
-    as a Markdown table. A target whose model-api scenario had errors (wrk counts non-2xx answers
-    in its req/s) fails. One whose yardstick (mlflow, the ceiling) answered nothing or had errors
-    in its scenario is n/a: its figures are no yardstick. The p99 target is for a quiet machine:
-    the rounds' p99 show whether one was."""
+    as a Markdown table. A target whose model-api scenario answered nothing or had errors (wrk
+    counts non-2xx answers in its req/s) fails. Otherwise, one whose yardstick (mlflow, the ceiling)
+    answered nothing or had errors in its scenario is n/a: its figures are no yardstick. The p99
+    target is for a quiet machine: the rounds' p99 show whether one was."""
     one, c64 = by[("model-api", SCENARIOS[0][0])], by[("model-api", SCENARIOS[2][0])]
     their_one, their_c64 = by[("mlflow", SCENARIOS[0][0])], by[("mlflow", SCENARIOS[2][0])]
     ceiling = by[("ceiling", SCENARIOS[2][0])]
@@ -603,14 +603,25 @@ def speed_targets(by: dict[tuple[str, str], Result]) -> list[str]:
     ]
 
 
+def answered_nothing(r: Result) -> bool:
+    """wrk's figures for a server that answered nothing in a scenario: 0 req/s, 0 ms."""
+    return r.req_s <= 0 or r.p50_ms <= 0
+
+
 def verdict(ours: Result, yardsticks: tuple[Result, ...], met: bool) -> str:
-    """PASS, FAIL, or n/a with why when a yardstick's figures cannot judge (see speed_targets)."""
+    """PASS, FAIL, or n/a with why (see speed_targets). model-api's own failure comes first: one
+    that answered nothing or had errors fails whatever its yardsticks say (0 ms would otherwise
+    meet a latency target); then a yardstick that answered nothing or had errors judges nothing."""
+    if answered_nothing(ours):
+        return f"FAIL ({ours.server} answered nothing)"
+    if ours.errors:
+        return "FAIL"
     for y in yardsticks:
-        if y.req_s <= 0:
+        if answered_nothing(y):
             return f"n/a ({y.server} answered nothing)"
         if y.errors:
             return f"n/a ({y.server} had {y.errors} errors)"
-    return "PASS" if met and not ours.errors else "FAIL"
+    return "PASS" if met else "FAIL"
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.bench import bench
 from tests.bench.bench import SCENARIOS, Result, report, speed_targets
 
 C1, C8, C64, ROWS, DIFFERENT = (name for name, _, _ in SCENARIOS)
@@ -52,10 +54,12 @@ def figures(
 def run(**ours: Any) -> dict[tuple[str, str], Result]:
     """A run's figures in which every target is met exactly at its bound, but where `ours` says
     otherwise (c1_p50, c64_req_s, c64_p99s, rows_x, different_x, ceiling, errors: {scenario: n};
-    silent: the scenarios in which mlflow answered nothing, mlflow_errors: {scenario: n})."""
+    silent: the scenarios in which mlflow answered nothing, mlflow_errors: {scenario: n};
+    ours_silent: the scenarios in which model-api answered nothing)."""
     by = {}
     errors = ours.get("errors", {})
     silent, mlflow_errors = ours.get("silent", set()), ours.get("mlflow_errors", {})
+    ours_silent = ours.get("ours_silent", set())
     for name, _, _ in SCENARIOS:
         their_req_s, their_p50 = MLFLOW[name]
         req_s, p50, p99s = 1000.0, 1.0, (5.0,)
@@ -69,6 +73,8 @@ def run(**ours: Any) -> dict[tuple[str, str], Result]:
         elif name == DIFFERENT:
             req_s = ours.get("different_x", 30.0) * their_req_s
         p99 = sorted(p99s)[len(p99s) // 2]
+        if name in ours_silent:
+            req_s, p50, p99, p99s = 0.0, 0.0, 0.0, (0.0,)
         by[("model-api", name)] = figures("model-api", name, req_s, p50, p99, errors.get(name, 0), p99s)
         if name in silent:  # what wrk reports for a server that answered nothing
             by[("mlflow", name)] = figures("mlflow", name, 0.0, 0.0, 0.0)
@@ -139,3 +145,44 @@ def test_the_report_keeps_the_figures_when_mlflow_answered_nothing(tmp_path: Pat
     assert [r["req_s"] for r in kept["results"] if r["server"] == "mlflow"] == [0.0] * len(SCENARIOS)
     text = (tmp_path / "bench.md").read_text()
     assert "n/a rows/s, p50 n/a, p99 n/a, RSS 1.00x" in text
+
+
+def test_a_model_api_that_answered_nothing_fails_every_target_whatever_its_yardsticks() -> None:
+    """0 req/s and 0 ms would meet the latency targets; mlflow's silence must not hide ours."""
+    got = verdicts(speed_targets(run(ours_silent={C1, C64}, silent={C1})))
+    for key in ("c1", "c64 mlflow", "ceiling", "p99"):
+        assert got[TARGETS[key]] == "FAIL (model-api answered nothing)", key
+    assert got[TARGETS["rows"]] == "PASS"
+
+
+def test_model_api_errors_fail_before_a_yardstick_that_judges_nothing() -> None:
+    got = verdicts(speed_targets(run(errors={ROWS: 2}, silent={ROWS}, mlflow_errors={DIFFERENT: 1})))
+    assert got[TARGETS["rows"]] == "FAIL"
+    assert got[TARGETS["different"]] == "n/a (mlflow had 1 errors)"
+
+
+def test_a_yardstick_without_a_p50_judges_nothing() -> None:
+    """A latency target reads the yardstick's p50: 0 ms there is no answer, whatever its req/s."""
+    by = run()
+    by[("mlflow", C1)] = replace(by[("mlflow", C1)], p50_ms=0.0)
+    assert verdicts(speed_targets(by))[TARGETS["c1"]] == "n/a (mlflow answered nothing)"
+
+
+def test_the_report_writes_its_figures_before_judging_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(by: object) -> list[str]:
+        raise RuntimeError("judging failed")
+
+    monkeypatch.setattr(bench, "speed_targets", broken)
+    with pytest.raises(RuntimeError):
+        report(list(run().values()), {}, tmp_path, "the fast path")
+    assert json.loads((tmp_path / "bench.json").read_text())["served_by"] == "the fast path"
+    assert not (tmp_path / "bench.md").exists()
+
+
+def test_the_report_survives_a_ceiling_that_answered_nothing(tmp_path: Path) -> None:
+    report(list(run(ceiling=0.0).values()), {}, tmp_path, "the fast path")
+    text = (tmp_path / "bench.md").read_text()
+    assert "model-api reaches n/a of it (round by round: n/a)" in text
+    assert "| single row, c=64: at least half the ceiling | n/a (ceiling answered nothing) |" in text

@@ -22,14 +22,14 @@ The walk by levels moves eight rows down a tree together, their node indices in 
 reloads its row's node, and the eight steps overlap. Measured side by side in one process on rows
 of the demo's training table, old/new: 24 rows 314 -> 240 us, 64 rows 1,182 -> 841 us, 512 rows
 4.7 -> 3.6 ms on a slow spell of the machine, 64 rows 399 -> 290 us and 512 rows 2.9 -> 2.2 ms on
-a fast one (25-30% less); one worker serving 64 different rows a request at concurrency 8,
+a fast one (23-29% less); one worker serving 64 different rows a request at concurrency 8,
 alternating runs, 490-501 -> 534-637 req/s. The same bits.
 
 `Tree.apply` pays ~3 us of Python per tree; its walk, like GTIL's, branches on every split, and a
 split's direction is as good as random to the processor, so each step waits out a mispredicted
-branch (~6-9 ns). The level-at-a-time walk moves every row of a batch one level down the tree
-per pass, choosing the child by arithmetic rather than a branch (leaves point to themselves): the
-rows' steps are independent and overlap (~3 ns a step). For one row there is nothing to overlap and
+branch (~6-9 ns). The walk by levels moves a group of eight rows one level down a tree per
+step, choosing each child by arithmetic rather than a branch (leaves point to themselves): the
+eight rows' steps are independent and overlap (~3 ns a step). For one row there is nothing to overlap and
 the branching walk, which runs ahead on its predictions, is faster; the builder times both at load
 and uses each where it is faster (`build.by_batch_size`). numba is a maintained compiler: the loops
 below are ours, their code generation is not.
