@@ -548,7 +548,7 @@ def report(results: list[Result], limit: dict[str, float], out: Path, served_by:
 
 def speed_targets(by: dict[tuple[str, str], Result]) -> list[str]:
     """The compiled fast path's speed targets (issue 13), each PASS or FAIL on this run's figures,
-    as a Markdown table. A target whose model-api scenario answered nothing or had errors (wrk
+    as a Markdown table. A target whose model-api scenario answered nothing, in any round, or had errors (wrk
     counts non-2xx answers in its req/s) fails. Otherwise, one whose yardstick (mlflow, the ceiling)
     answered nothing or had errors in its scenario is n/a: its figures are no yardstick. The p99
     target is for a quiet machine: the rounds' p99 show whether one was."""
@@ -603,22 +603,30 @@ def speed_targets(by: dict[tuple[str, str], Result]) -> list[str]:
     ]
 
 
-def answered_nothing(r: Result) -> bool:
-    """wrk's figures for a server that answered nothing in a scenario: 0 req/s, 0 ms."""
-    return r.req_s <= 0 or r.p50_ms <= 0
+def silence(r: Result) -> str | None:
+    """Why `r`'s figures are no measurement, or None. wrk reports a server that answered nothing as
+    0 req/s and 0 ms with no errors (it counts a timeout only when a late answer comes); in a round
+    shorter than its timeout, a server that hung gives such a round, whose zeros would pull the
+    medians down and the mean req/s with them."""
+    if r.req_s <= 0 or r.p50_ms <= 0:
+        return "answered nothing"
+    if any(x <= 0 for x in r.rounds_req_s):
+        return "answered nothing in a round"
+    return None
 
 
 def verdict(ours: Result, yardsticks: tuple[Result, ...], met: bool) -> str:
     """PASS, FAIL, or n/a with why (see speed_targets). model-api's own failure comes first: one
-    that answered nothing or had errors fails whatever its yardsticks say (0 ms would otherwise
-    meet a latency target); then a yardstick that answered nothing or had errors judges nothing."""
-    if answered_nothing(ours):
-        return f"FAIL ({ours.server} answered nothing)"
+    that answered nothing (in a round or in all) or had errors fails whatever its yardsticks say
+    (0 ms would otherwise meet a latency target); then a yardstick that answered nothing or had
+    errors judges nothing."""
+    if why := silence(ours):
+        return f"FAIL ({ours.server} {why})"
     if ours.errors:
         return "FAIL"
     for y in yardsticks:
-        if answered_nothing(y):
-            return f"n/a ({y.server} answered nothing)"
+        if why := silence(y):
+            return f"n/a ({y.server} {why})"
         if y.errors:
             return f"n/a ({y.server} had {y.errors} errors)"
     return "PASS" if met else "FAIL"

@@ -129,10 +129,10 @@ def run(
         "load_average_after": load_after,
         "summary": summary,
         "runs": runs,
-        "on_vs_off": over(summary["on"]["req_s"], summary["off"]["req_s"], "{:.1%}"),
+        "on_vs_off": ratio(summary["on"]["req_s"], summary["off"]["req_s"]),
     }
     if "before" in summary:
-        report["off_vs_before"] = over(summary["off"]["req_s"], summary["before"]["req_s"], "{:.1%}")
+        report["off_vs_before"] = ratio(summary["off"]["req_s"], summary["before"]["req_s"])
     (out / "watch.json").write_text(json.dumps(report, indent=2))  # the figures, whatever follows
     lines = [
         f"Watch cost, {SCENARIO[0]}, {rounds} interleaved rounds of {seconds} s; load average "
@@ -147,10 +147,17 @@ def run(
             f"| {name} | {s['req_s']:.0f} | {s['req_s_min']:.0f}..{s['req_s_max']:.0f} | {s['p50_ms']:.1f} | "
             f"{s['p99_ms']:.1f} | {int(s['errors'])} | {shown} |"
         )
-    lines += ["", f"on / off: {report['on_vs_off']} (target: at least 85%)"]
+    on, off = summary["on"]["req_s"], summary["off"]["req_s"]
+    lines += ["", f"on / off: {over(on, off, '{:.1%}')} (target: at least 85%)"]
     if "off_vs_before" in report:
-        lines.append(f"off / before: {report['off_vs_before']} (target: within the rounds' spread)")
+        before = summary["before"]["req_s"]
+        lines.append(f"off / before: {over(off, before, '{:.1%}')} (target: within the rounds' spread)")
     text = "\n".join(lines)
     print("\n" + text)
     (out / "watch.md").write_text(text + "\n")
     return report
+
+
+def ratio(a: float, b: float) -> float | None:
+    """`a / b` for watch.json, or None (null) when `b` is 0: a configuration that answered nothing."""
+    return a / b if b else None

@@ -161,9 +161,10 @@ def test_rows_alone_answer_as_in_a_batch(entry: Entry) -> None:
         for form, i in dependent:
             alone = answer(pick(entry, [i]), form).body["predictions"][0]
             batch = answer(entry, form).body["predictions"][i]
-            # A few ulps of the decision function, not of the probability: expit scales a
-            # relative change by about |decision| (a row at -7.7 turns 1 ulp into 8), and which
-            # rows differ depends on the BLAS kernel the machine picks. A different value is far off.
+            # Last bits only, loosely bounded: expit scales a relative change of the decision by
+            # about |decision| (a row at -7.7 turns 1 ulp into 8), and which rows differ depends on
+            # the BLAS kernel the machine picks. 1e-12 is thousands of ulps, yet a different value
+            # (another reading of a row) is off by far more.
             np.testing.assert_allclose(alone, batch, rtol=1e-12, atol=0)
     else:
         assert dependent == [], f"{entry.name}: rows answer otherwise alone: {dependent}"

@@ -186,3 +186,17 @@ def test_the_report_survives_a_ceiling_that_answered_nothing(tmp_path: Path) -> 
     text = (tmp_path / "bench.md").read_text()
     assert "model-api reaches n/a of it (round by round: n/a)" in text
     assert "| single row, c=64: at least half the ceiling | n/a (ceiling answered nothing) |" in text
+
+
+def test_a_round_that_answered_nothing_spoils_its_scenario() -> None:
+    """A server that hung for one round (wrk: 0 req/s, 0 ms, no errors) pulls the medians down:
+    p99s of (0, 25, 28, 35, 90) have a median of 28, under the 30 ms bound."""
+    by = run(c64_p99s=(0.0, 25.0, 28.0, 35.0, 90.0))
+    c64 = by[("model-api", C64)]
+    by[("model-api", C64)] = replace(c64, rounds_req_s=(0.0, *(c64.req_s,) * 4))
+    mlflow = by[("mlflow", ROWS)]
+    by[("mlflow", ROWS)] = replace(mlflow, rounds_req_s=(mlflow.req_s, 0.0))
+    got = verdicts(speed_targets(by))
+    assert got[TARGETS["p99"]] == "FAIL (model-api answered nothing in a round)"
+    assert got[TARGETS["rows"]] == "n/a (mlflow answered nothing in a round)"
+    assert got[TARGETS["different"]] == "PASS"

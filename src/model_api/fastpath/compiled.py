@@ -10,7 +10,7 @@ Why our own loop rather than a library's: measured on the demo forest (100 trees
 | treelite GTIL (not exact for every model)   | 0.04 ms  |          | 1.4 ms   |          |
 | numpy stacked trees (`stacked.py`)          |          |          | 1.3 ms   |          |
 | compiled, a row at a time (`by_rows=True`)  | 0.004 ms | 0.040 ms | 0.71 ms  | 4.9 ms   |
-| compiled, a level at a time                 | 0.012 ms | 0.026 ms | 0.26 ms  | 1.9 ms   |
+| compiled, by levels                         | 0.012 ms | 0.026 ms | 0.26 ms  | 1.9 ms   |
 
 Each node is one 16-byte record holding its threshold, feature and left child, the right child
 being the next record (nodes renumbered breadth first at load): measured side by side with the
