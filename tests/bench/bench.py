@@ -473,10 +473,16 @@ def main() -> int:
     return 0
 
 
+def ratio(a: float, b: float) -> float | None:
+    """`a / b`, or None when `b` is 0 (a server that answered nothing in a scenario: wrk reports
+    0 req/s and 0 ms)."""
+    return a / b if b else None
+
+
 def over(a: float, b: float, spec: str) -> str:
-    """`a / b` formatted by `spec` ("{:.1f}x"), or "n/a" when `b` is 0 (a server that answered
-    nothing in a scenario: wrk reports 0 req/s and 0 ms)."""
-    return spec.format(a / b) if b else "n/a"
+    """`ratio(a, b)` formatted by `spec` ("{:.1f}x"), or "n/a" where it is None."""
+    r = ratio(a, b)
+    return "n/a" if r is None else spec.format(r)
 
 
 def report(results: list[Result], limit: dict[str, float], out: Path, served_by: str) -> None:
@@ -548,10 +554,10 @@ def report(results: list[Result], limit: dict[str, float], out: Path, served_by:
 
 def speed_targets(by: dict[tuple[str, str], Result]) -> list[str]:
     """The compiled fast path's speed targets (issue 13), each PASS or FAIL on this run's figures,
-    as a Markdown table. A target whose model-api scenario answered nothing, in any round, or had errors (wrk
-    counts non-2xx answers in its req/s) fails. Otherwise, one whose yardstick (mlflow, the ceiling)
-    answered nothing or had errors in its scenario is n/a: its figures are no yardstick. The p99
-    target is for a quiet machine: the rounds' p99 show whether one was."""
+    as a Markdown table. A target whose model-api scenario answered nothing, in any round, or had
+    errors (wrk counts non-2xx answers in its req/s) fails. Otherwise, one whose yardstick (mlflow,
+    the ceiling) answered nothing or had errors in its scenario is n/a: its figures are no
+    yardstick. The p99 target is for a quiet machine: the rounds' p99 show whether one was."""
     one, c64 = by[("model-api", SCENARIOS[0][0])], by[("model-api", SCENARIOS[2][0])]
     their_one, their_c64 = by[("mlflow", SCENARIOS[0][0])], by[("mlflow", SCENARIOS[2][0])]
     ceiling = by[("ceiling", SCENARIOS[2][0])]

@@ -78,7 +78,7 @@ def counters(url: str) -> dict[str, float]:
 def run(
     root: Path, base_env: dict[str, str], out: Path, seconds: int, rounds: int, baseline: str | None
 ) -> dict[str, Any]:
-    from tests.bench.bench import free_port, over, server, wrk
+    from tests.bench.bench import free_port, over, ratio, server, wrk
 
     configs = configurations(root, base_env, out, baseline)
     load_before = os.getloadavg()
@@ -156,8 +156,3 @@ def run(
     print("\n" + text)
     (out / "watch.md").write_text(text + "\n")
     return report
-
-
-def ratio(a: float, b: float) -> float | None:
-    """`a / b` for watch.json, or None (null) when `b` is 0: a configuration that answered nothing."""
-    return a / b if b else None

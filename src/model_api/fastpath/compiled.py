@@ -29,10 +29,10 @@ alternating runs, 490-501 -> 534-637 req/s. The same bits.
 split's direction is as good as random to the processor, so each step waits out a mispredicted
 branch (~6-9 ns). The walk by levels moves a group of eight rows one level down a tree per
 step, choosing each child by arithmetic rather than a branch (leaves point to themselves): the
-eight rows' steps are independent and overlap (~3 ns a step). For one row there is nothing to overlap and
-the branching walk, which runs ahead on its predictions, is faster; the builder times both at load
-and uses each where it is faster (`build.by_batch_size`). numba is a maintained compiler: the loops
-below are ours, their code generation is not.
+eight rows' steps are independent and overlap (~3 ns a step). For one row there is nothing to
+overlap and the branching walk, which runs ahead on its predictions, is faster; the builder times
+both at load and uses each where it is faster (`build.by_batch_size`). numba is a maintained
+compiler: the loops below are ours, their code generation is not.
 
 Both walks are `StackedTrees.sum` exactly: the split test `x <= threshold` with a float32 or
 float64 input promoted to float64 (numba's comparison of mixed floats, as C's), a NaN goes where
