@@ -25,9 +25,10 @@ from sklearn.preprocessing import (
 
 from model_api import demo
 from model_api.fastpath import ColumnSpec, build_fast_path
+from model_api.fastpath import build as build_module
 from model_api.fastpath import preprocess as preprocess_module
 from model_api.fastpath import trees as trees_module
-from model_api.fastpath.build import by_batch_size
+from model_api.fastpath.build import BATCH_SIZES, by_batch_size
 from model_api.fastpath.stacked import Tree
 from model_api.fastpath.trees import Evaluator
 from tests.unit.fastpath_support import (
@@ -221,6 +222,44 @@ def test_a_pair_of_evaluators_splits_batches_by_size() -> None:
         pair.run(np.zeros((n, 2)), False)
     assert seen == [("small", 1), ("small", 16), ("large", 17), ("large", 300)]
     assert pair.name == "small up to 16 rows, large above" and pair.n_trees == 3 and pair.float32
+
+
+def test_the_small_batch_walk_is_timed_on_rows_it_has_not_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load times the small-batch evaluator against the large one on new rows every time: a
+    branching walk timed on the same rows again and again has its branches learned by the
+    processor and looks faster than it is. On a clock the evaluators advance themselves (no real
+    time): "large" costs 2 a row; "small" costs 1 a row it has seen and 3 a row it has not, the cost
+    of a branching walk whose predictor has or has not learned its rows. On rows it has not seen it
+    is slower at every size, so it answers no batch size."""
+    now = [0.0]
+    monkeypatch.setattr(build_module.time, "perf_counter", lambda: now[0])
+    seen_rows: set[bytes] = set()
+
+    def run_small(X: np.ndarray, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        for row in X:
+            key = row.tobytes()
+            now[0] += 1.0 if key in seen_rows else 3.0
+            seen_rows.add(key)
+        return np.zeros(X.shape[0]), None
+
+    def run_large(X: np.ndarray, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        now[0] += 2.0 * X.shape[0]
+        return np.zeros(X.shape[0]), None
+
+    thresholds = {0: np.array([-1.0, 1.0]), 1: np.array([0.0, 5.0])}
+    large = Evaluator("large", run_large, False, True, thresholds, 3)
+    assert (
+        build_module._small_batch_partner(large, [lambda: Evaluator("small", run_small, False, True)], 2)
+        is None
+    )
+    # one that costs 1 a row whatever the rows is faster at every size
+
+    def run_fast(X: np.ndarray, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        now[0] += 1.0 * X.shape[0]
+        return np.zeros(X.shape[0]), None
+
+    fast = Evaluator("fast", run_fast, False, True)
+    assert build_module._small_batch_partner(large, [lambda: fast], 2) == (fast, max(BATCH_SIZES))
 
 
 def test_a_fitted_missing_category_is_encoded_where_the_encoders_put_it() -> None:

@@ -178,25 +178,41 @@ def _build(
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
-def _median_s(evaluator: Evaluator, X: np.ndarray, repeat: int = 15) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        evaluator.run(X, True)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
+TIMING_REPEAT = 15
+
+
+def _faster(small: Evaluator, large: Evaluator, X: np.ndarray, n: int, repeat: int = TIMING_REPEAT) -> bool:
+    """Whether `small` answers batches of `n` rows faster than `large` (medians of `repeat` timings
+    each). Every repetition takes new rows of `X` (at least `n * repeat`), the two evaluators the
+    same ones, in turns, the first of them alternating. Timing the same rows over and over taught
+    the processor's branch predictor the branching walk's path: the walk by rows looked faster up to
+    16-64 rows where, on rows it has not seen, the walk by levels is twice as fast from 8 rows on
+    (demo forest, 8 rows 60 -> 28 us, 64 rows 354 -> 157 us); and timing one evaluator's runs
+    after the other's let a change in the machine's speed between the two decide (the load picked
+    16, 32 and 64 rows on three loads of the same model)."""
+    small_s: list[float] = []
+    large_s: list[float] = []
+    for k in range(repeat):
+        rows = X[k * n : (k + 1) * n]
+        turns = ((small, small_s), (large, large_s)) if k % 2 else ((large, large_s), (small, small_s))
+        for evaluator, times in turns:
+            started = time.perf_counter()
+            evaluator.run(rows, True)
+            times.append(time.perf_counter() - started)
+    return float(np.median(small_s)) < float(np.median(large_s))
 
 
 def _small_batch_partner(
     large: Evaluator, others: Sequence[Callable[[], Evaluator]], n_features: int
 ) -> tuple[Evaluator, int] | None:
     """Another of the family's evaluators that answers small batches faster than `large` (timed
-    here, on `_timing_rows`, at 1 to 128 rows), and the largest batch size it is faster at; None
-    when none is. On the demo forest (measured): the compiled walk by rows takes 4 us for one row where
-    the walk by levels takes 12 us, but 0.71 ms for 64 rows against 0.26 (`compiled.py`); without
-    numba, scikit-learn's Tree.apply costs ~3 us a tree whatever the batch (0.3 ms for one row)
-    where GTIL takes 0.05 ms, and GTIL takes twice as long from 64 rows on."""
-    X = _timing_rows(large.thresholds, n_features, max(BATCH_SIZES), np.random.default_rng(0))
+    here, on `_timing_rows` none of which it has seen before, at 1 to 128 rows), and the largest
+    batch size it is faster at; None when none is. On the demo forest (measured, `_faster`): the
+    compiled walk by rows takes 12 us for one row where the walk by levels takes 14 us, but 354 us
+    for 64 rows against 157 (`compiled.py`); without numba, scikit-learn's Tree.apply costs ~3 us a
+    tree whatever the batch (0.3 ms for one row) where GTIL takes 0.05 ms, and GTIL takes twice as
+    long from 64 rows on."""
+    X = _timing_rows(large.thresholds, n_features, max(BATCH_SIZES) * TIMING_REPEAT, np.random.default_rng(0))
     for make in others:
         try:
             small = make()
@@ -206,7 +222,7 @@ def _small_batch_partner(
             continue
         max_rows = 0
         for n in BATCH_SIZES:
-            if _median_s(small, X[:n]) >= _median_s(large, X[:n]):
+            if not _faster(small, large, X, n):
                 break
             max_rows = n
         if max_rows:
