@@ -27,6 +27,10 @@ class Batch:
 
     columns: dict[str, list[Any]]
     n_rows: int
+    spans: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    """(smallest, largest) value of the numeric columns validation checked in bulk, none missing
+    (`values.bulk_span`), for the feature metrics; a column may be absent (few rows, a null); empty
+    for a merged batch."""
 
     @classmethod
     def concat(cls, batches: Sequence[Batch]) -> Batch:
@@ -165,14 +169,15 @@ class InputSchema:
         if n_rows == 1 and self._row_check(columns):
             return Batch(columns, 1)
         errors = Faults()
+        spans: dict[str, tuple[Any, Any]] = {}
         for feature in self.features:
-            columns[feature.name] = check_column(feature, columns[feature.name], errors)
+            columns[feature.name] = check_column(feature, columns[feature.name], errors, spans)
             if errors.full:
                 break
         if errors.count:
             errors.items.sort(key=lambda d: d.row if d.row is not None else -1)
         errors.raise_if_any()
-        return Batch(columns, n_rows)
+        return Batch(columns, n_rows, spans)
 
     # -- compatibility ------------------------------------------------------------------------
 

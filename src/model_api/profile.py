@@ -108,16 +108,29 @@ def build_profile(
     return Profile(numeric, categorical)
 
 
-def observe(profile: Profile, columns: Mapping[str, Sequence[Any]]) -> dict[str, FeatureCounts]:
+def observe(
+    profile: Profile,
+    columns: Mapping[str, Sequence[Any]],
+    spans: Mapping[str, tuple[Any, Any]] | None = None,
+) -> dict[str, FeatureCounts]:
     """Per profiled feature, how many of the batch's rows are missing, unknown categories, or out of
     the training range. `columns` maps feature names to equal-length value sequences (lists or numpy
-    arrays); a profiled feature absent from them counts every row as missing."""
+    arrays); a profiled feature absent from them counts every row as missing. `spans` (optional)
+    gives the (smallest, largest) value of columns known to hold plain numbers only, none missing
+    (`Batch.spans`, found by validation): within the range, such a column is counted without a pass
+    over its values (64 rows of the demo model's six numeric features: 33 -> 12 us, timeit)."""
     n_rows = max((len(values) for values in columns.values()), default=0)
     counts: dict[str, FeatureCounts] = {}
     for name, (low, high) in profile.numeric.items():
         values = columns.get(name)
         if values is None:
             counts[name] = FeatureCounts(n_rows, 0, 0)
+            continue
+        span = spans.get(name) if spans else None
+        if span is not None:
+            counts[name] = FeatureCounts(
+                0, 0, 0 if low <= span[0] and span[1] <= high else _outside(values, low, high)
+            )
             continue
         if not isinstance(values, np.ndarray):
             if len(values) <= SMALL:
@@ -173,6 +186,12 @@ def _outside_plain(values: Sequence[Any], low: float, high: float) -> int | None
         return None
     if low <= min(values) and max(values) <= high:
         return 0
+    return _outside(values, low, high)
+
+
+def _outside(values: Sequence[Any], low: float, high: float) -> int:
+    """How many values of a list of plain numbers (`plain_numbers`) are outside [low, high]: a sort
+    and two bisections."""
     ordered = sorted(values)
     return bisect_left(ordered, low) + len(ordered) - bisect_right(ordered, high)
 

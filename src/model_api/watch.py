@@ -143,7 +143,7 @@ class ModelWatch:
                     if isinstance(value, int | float):
                         self.value.observe(value)
         if self.profile is not None and not (batch.n_rows == 1 and self._clean_row(batch.columns)):
-            for name, counts in observe(self.profile, batch.columns).items():
+            for name, counts in observe(self.profile, batch.columns, batch.spans).items():
                 for kind, count in zip(KINDS, counts, strict=True):
                     if count:
                         self.features[name, kind].inc(count)

@@ -22,12 +22,13 @@ from model_api.inference_log import InferenceLog, JsonLinesSink, utc_time
 from model_api.inference_record import jsonable_body, make_record
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction, Predictor
-from model_api.profile import Profile
+from model_api.profile import FeatureCounts, Profile, observe
 from model_api.registry import LoadedModel
 from model_api.settings import Settings
 from model_api.signature import model_spec
 from model_api.watch import (
     COUNT_FIRST_ROWS,
+    KINDS,
     ModelWatch,
     PredictionMetrics,
     Watch,
@@ -91,6 +92,50 @@ def test_a_long_batch_counts_its_classes_as_a_short_one_does(predictor: Predicto
     assert sample(registry, "predicted_class_total", predicted_class="0") == 13
     assert sample(registry, "predicted_class_total", predicted_class="1") == 39
     assert sample(registry, "predicted_class_total", predicted_class="other") == 13
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "change", "outside", "spanned"),
+    [
+        # every value within the profile: counted from validation's spans alone
+        (64, {}, 0, {"age", "tenure_months", "monthly_charges"}),
+        (64, {"age": 95, "monthly_charges": 1.5}, 2, {"age", "tenure_months", "monthly_charges"}),
+        (16, {"tenure_months": -3}, 1, {"age", "tenure_months", "monthly_charges"}),  # fewest in bulk
+        (15, {"tenure_months": -3}, 1, set()),  # too few: checked value by value, no span
+        (64, {"tenure_months": 12.0}, 0, {"age", "monthly_charges"}),  # made an int value by value
+    ],
+)
+def test_validations_spans_count_as_the_values_do(
+    predictor: Predictor, n_rows: int, change: dict[str, object], outside: int, spanned: set[str]
+) -> None:
+    """A batch validated by the contract carries each numeric column's smallest and largest value
+    (`Batch.spans`); the feature metrics read them instead of the values, with the same counts."""
+    assert predictor.schema is not None
+    example = predictor.loaded.input_example
+    assert example is not None
+    rows = [
+        {k: v.item() if hasattr(v, "item") else v for k, v in example.iloc[i % len(example)].items()}
+        for i in range(n_rows)
+    ]
+    for i, (name, value) in enumerate(change.items()):
+        rows[3 + i][name] = value
+    batch = predictor.schema.parse_records(rows, max_rows=1000)
+    profile = Profile(
+        numeric={"age": (18.0, 80.0), "tenure_months": (0.0, 72.0), "monthly_charges": (20.0, 120.0)}
+    )
+    assert set(batch.spans) & set(profile.numeric) == spanned
+    by_value = observe(profile, batch.columns)
+    assert sum(counts.out_of_range for counts in by_value.values()) == outside
+    assert observe(profile, batch.columns, batch.spans) == by_value
+    registry = CollectorRegistry()
+    ModelWatch(predictor, PredictionMetrics(registry), profile).observe(batch, Prediction([0] * n_rows))
+    counted = {
+        name: FeatureCounts(
+            *(sample(registry, "feature_values_flagged_total", feature=name, kind=kind) for kind in KINDS)
+        )
+        for name in profile.numeric
+    }
+    assert counted == by_value
 
 
 def test_the_profile_comes_from_the_input_example_and_the_encoders(predictor: Predictor) -> None:
