@@ -183,10 +183,12 @@ TIMING_REPEAT = 15
 
 def _faster(small: Evaluator, large: Evaluator, X: np.ndarray, n: int, repeat: int = TIMING_REPEAT) -> bool:
     """Whether `small` answers batches of `n` rows faster than `large` (medians of `repeat` timings
-    each). Every repetition takes new rows of `X` (at least `n * repeat`), the two evaluators the
-    same ones, in turns, the first of them alternating. Timing the same rows over and over taught
-    the processor's branch predictor the branching walk's path: the walk by rows looked faster up to
-    16-64 rows where, on rows it has not seen, the walk by levels is twice as fast from 8 rows on
+    each). Every repetition of a size takes new rows of `X` (at least `n * repeat`; each size
+    starts again from the first row, so about half of a size's repetitions reuse rows the previous,
+    smaller size timed), the two evaluators the same ones, in turns, the first of them alternating.
+    Timing the same rows over and over taught the processor's branch predictor the branching
+    walk's path: the walk by rows looked faster up to 16-64 rows where, on rows it has not seen,
+    the walk by levels is twice as fast from 8 rows on
     (demo forest, 8 rows 60 -> 28 us, 64 rows 354 -> 157 us); and timing one evaluator's runs
     after the other's let a change in the machine's speed between the two decide (the load picked
     16, 32 and 64 rows on three loads of the same model)."""
@@ -206,7 +208,7 @@ def _small_batch_partner(
     large: Evaluator, others: Sequence[Callable[[], Evaluator]], n_features: int
 ) -> tuple[Evaluator, int] | None:
     """Another of the family's evaluators that answers small batches faster than `large` (timed
-    here, on `_timing_rows` none of which it has seen before, at 1 to 128 rows), and the largest
+    here, on `_timing_rows`, new rows at each repetition of a size, at 1 to 128 rows), the largest
     batch size it is faster at; None when none is. On the demo forest (measured, `_faster`): the
     compiled walk by rows takes 12 us for one row where the walk by levels takes 14 us, but 354 us
     for 64 rows against 157 (`compiled.py`); without numba, scikit-learn's Tree.apply costs ~3 us a
