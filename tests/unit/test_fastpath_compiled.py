@@ -10,6 +10,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
 
 from model_api.fastpath import compiled as compiled_module
+from model_api.fastpath import verify
 from model_api.fastpath.compiled import BLOCK, CompiledTrees
 from model_api.fastpath.stacked import StackedTrees, Tree
 from model_api.fastpath.trees import _sk_tree, hist_tree
@@ -32,29 +33,37 @@ def _hist_trees() -> list[Tree]:
     return [hist_tree(predictor.nodes) for (predictor,) in model._predictors]
 
 
-def _rows(n: int, n_features: int, splits: np.ndarray, dtype: Any, seed: int = 0) -> np.ndarray:
-    """Random rows with values on split thresholds, one float step either side, and NaN."""
+def _rows(
+    n: int, n_features: int, splits: np.ndarray, dtype: Any, seed: int = 0, nan: bool = True
+) -> np.ndarray:
+    """Random rows with values on split thresholds, one float step either side, and NaN (unless not
+    `nan`: then no NaN, and an infinite value, whatever the splits)."""
     rng = np.random.default_rng(seed)
     X = rng.choice(splits, size=(n, n_features)).astype(np.float64)
     step = rng.integers(-1, 2, size=X.shape)
     X = np.where(step < 0, np.nextafter(X, -np.inf), np.where(step > 0, np.nextafter(X, np.inf), X))
-    X[rng.random(X.shape) < 0.08] = np.nan
+    if nan:
+        X[rng.random(X.shape) < 0.08] = np.nan
+    elif n:
+        X[0, 0], X[-1, -1] = np.inf, -np.inf
     with np.errstate(over="ignore"):  # a split at infinity (NaN apart from the rest), one step below
         return X.astype(dtype)
 
 
 @pytest.mark.parametrize("by_rows", [False, True], ids=["by levels", "by rows"])
 @pytest.mark.parametrize("n", [0, 1, 7, 13, BLOCK, 2 * BLOCK + 3])
-def test_each_walk_is_the_numpy_walk_bit_for_bit(by_rows: bool, n: int) -> None:
+@pytest.mark.parametrize("nan", [True, False], ids=["with NaN", "without NaN"])
+def test_each_walk_is_the_numpy_walk_bit_for_bit(by_rows: bool, n: int, nan: bool) -> None:
+    """Without NaN, the walk by levels takes its walk without the NaN test."""
     trees, splits = _forest_trees()
-    X = _rows(n, len(NUMERIC), splits, np.float32)
+    X = _rows(n, len(NUMERIC), splits, np.float32, nan=nan)
     start = np.array([0.0, -0.0, 0.25])
     got = CompiledTrees(trees, by_rows=by_rows).sum(X, start)
     expected = StackedTrees(trees).sum(X, start)
     assert got.shape == expected.shape == (n, 3)
     assert (got.view(np.uint64) == expected.view(np.uint64)).all()
     hist = _hist_trees()
-    X64 = _rows(n, len(NUMERIC), np.concatenate([t.threshold for t in hist]), np.float64, seed=1)
+    X64 = _rows(n, len(NUMERIC), np.concatenate([t.threshold for t in hist]), np.float64, seed=1, nan=nan)
     got = CompiledTrees(hist, by_rows=by_rows).sum(X64, np.array([0.1]))
     expected = StackedTrees(hist).sum(X64, np.array([0.1]))
     assert (got.view(np.uint64) == expected.view(np.uint64)).all()
@@ -177,6 +186,33 @@ def test_with_numbas_jit_disabled_the_walks_are_not_used(monkeypatch: pytest.Mon
         monkeypatch.undo()
         compiled_module._compile.cache_clear()
     assert not isinstance(compiled_module._compile(), Exception)
+
+
+def test_each_walk_by_levels_is_checked_against_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load's check runs the walk without the NaN test too, on its rows without NaN: a walk
+    that is one step off there only (a batch holding a NaN never takes it) is not served."""
+    by_levels, without_nan, by_rows = compiled_module._kernels()
+
+    def off(*args: Any) -> None:
+        without_nan(*args)
+        out = args[-1]
+        out[:, 0] = np.nextafter(out[:, 0], np.inf)
+
+    served_by_levels = r"(compiled tree walk, row by row up to \d+ rows, )?compiled tree walk( above)?: "
+    monkeypatch.setattr(compiled_module, "_kernels", lambda: (by_levels, off, by_rows))
+    reason = _demo_reason()
+    assert not re.match(served_by_levels, reason)
+    assert re.search(r"[1-9]\d* with a NaN", reason)  # its batch of check rows took the other walk
+    monkeypatch.setattr(compiled_module, "_kernels", lambda: (by_levels, without_nan, by_rows))
+    assert re.match(served_by_levels, _demo_reason())
+
+
+def test_the_checks_rows_leave_half_without_nan_however_many_columns_take_it() -> None:
+    """So that the walk without the NaN test is checked on many rows for a wide model too."""
+    columns = [verify.Column(f"x{i}", "double", True, False, ()) for i in range(60)]
+    rows = verify.random_rows(columns, {}, 4_000, np.random.default_rng(0))
+    with_nan = verify.has_nan(rows).mean()
+    assert 0.45 < with_nan < 0.55
 
 
 def test_a_walk_that_fails_when_run_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:

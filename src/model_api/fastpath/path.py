@@ -85,6 +85,18 @@ class FastPath:
         self, columns: Mapping[str, Sequence[Any]], probabilities: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """The fast path alone; raises Fallback where the model must answer."""
+        X = self.matrix(columns)
+        with np.errstate(over="ignore", invalid="ignore"):
+            seen = X.astype(np.float32) if self._evaluator.float32 else X
+        if not self._nan_ok and np.isnan(seen).any():
+            raise Fallback("NaN reaches trees that refuse it")
+        if not self._inf_ok and np.isinf(seen).any():
+            raise Fallback("an infinite value reaches trees that refuse it")
+        return self._evaluator.run(X, probabilities)
+
+    def matrix(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
+        """The rows as the evaluator receives them: [n_rows, n_features] float64, preprocessed (a
+        row's values depend on that row alone). Raises Fallback for an integer beyond 2**53."""
         raw = [np.asarray(columns[name], dtype=dtype) for name, dtype in self._columns]
         ints = [raw[j] for j in self._int_columns]
         if ints:
@@ -98,13 +110,7 @@ class FastPath:
         X = np.empty((len(raw[0]), len(cols)), dtype=np.float64)
         for j, c in enumerate(cols):
             X[:, j] = c
-        with np.errstate(over="ignore", invalid="ignore"):
-            seen = X.astype(np.float32) if self._evaluator.float32 else X
-        if not self._nan_ok and np.isnan(seen).any():
-            raise Fallback("NaN reaches trees that refuse it")
-        if not self._inf_ok and np.isinf(seen).any():
-            raise Fallback("an infinite value reaches trees that refuse it")
-        return self._evaluator.run(X, probabilities)
+        return X
 
     def predict(
         self, columns: Mapping[str, Sequence[Any]], n_rows: int, probabilities: bool

@@ -5,7 +5,8 @@ either side for float32 readers; t and one float64 step either side too), mapped
 the preprocessing to the request column where the chain is affine, then rounded as the column's
 type would be (float32 columns: float32 and one step either side; integer columns: floor and
 ceiling). Other rows are random: values spread over the thresholds' range, known categories,
-unknown ones where the model accepts them, and NaN where the model accepts it. A threshold set
+unknown ones where the model accepts them, and NaN where the model accepts it (in half of the
+rows, one column in ten; the other half has none). A threshold set
 larger than its share of the budget is sampled.
 
 Equality: every label equal (and the same dtype), every probability bit equal (`.view` as
@@ -96,6 +97,9 @@ def random_rows(
 ) -> dict[str, np.ndarray]:
     """n_rows random request rows, a numpy array per column (see the module docstring)."""
     out: dict[str, np.ndarray] = {}
+    # NaN only in half the rows, whatever the number of columns: the other half reaches the trees
+    # without one (the compiled walk has a walk for such batches, checked on those rows).
+    may_nan = rng.random(n_rows) < 0.5
     for j, col in enumerate(columns):
         values: np.ndarray
         if col.kind == "string" or col.categories:
@@ -119,7 +123,7 @@ def random_rows(
             values = _as_kind(spread, col.kind)
         if col.nan_ok:
             values = values.astype(object if values.dtype == object else np.float64)
-            values[rng.random(n_rows) < 0.05] = math.nan
+            values[may_nan & (rng.random(n_rows) < 0.1)] = math.nan
         out[col.name] = values
     return out
 
