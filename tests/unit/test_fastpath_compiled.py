@@ -6,15 +6,22 @@ import re
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
 
+from model_api.fastpath import ColumnSpec, build_fast_path, verify
 from model_api.fastpath import compiled as compiled_module
-from model_api.fastpath import verify
 from model_api.fastpath.compiled import BLOCK, CompiledTrees
 from model_api.fastpath.stacked import StackedTrees, Tree
 from model_api.fastpath.trees import _sk_tree, hist_tree
-from tests.unit.fastpath_support import NUMERIC, build_demo, table
+from tests.unit.fastpath_support import NUMERIC, build_demo, converter, table
+
+SERVED_BY_LEVELS = r"(compiled tree walk, row by row up to \d+ rows, )?compiled tree walk( above)?: "
+"""The reason of a fast path whose large batches take the compiled walk by levels."""
 
 
 def _forest_trees() -> tuple[list[Tree], np.ndarray]:
@@ -53,8 +60,18 @@ def _rows(
 @pytest.mark.parametrize("by_rows", [False, True], ids=["by levels", "by rows"])
 @pytest.mark.parametrize("n", [0, 1, 7, 13, BLOCK, 2 * BLOCK + 3])
 @pytest.mark.parametrize("nan", [True, False], ids=["with NaN", "without NaN"])
-def test_each_walk_is_the_numpy_walk_bit_for_bit(by_rows: bool, n: int, nan: bool) -> None:
-    """Without NaN, the walk by levels takes its walk without the NaN test."""
+def test_each_walk_is_the_numpy_walk_bit_for_bit(
+    by_rows: bool, n: int, nan: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without NaN, the walk by levels takes its walk without the NaN test (counted)."""
+    by_levels, without_nan, rows = compiled_module._kernels()
+    calls = {"without NaN": 0}
+
+    def counted(*args: Any) -> None:
+        calls["without NaN"] += 1
+        without_nan(*args)
+
+    monkeypatch.setattr(compiled_module, "_kernels", lambda: (by_levels, counted, rows))
     trees, splits = _forest_trees()
     X = _rows(n, len(NUMERIC), splits, np.float32, nan=nan)
     start = np.array([0.0, -0.0, 0.25])
@@ -67,6 +84,9 @@ def test_each_walk_is_the_numpy_walk_bit_for_bit(by_rows: bool, n: int, nan: boo
     got = CompiledTrees(hist, by_rows=by_rows).sum(X64, np.array([0.1]))
     expected = StackedTrees(hist).sum(X64, np.array([0.1]))
     assert (got.view(np.uint64) == expected.view(np.uint64)).all()
+    clean = [not np.isnan(X).any(), not np.isnan(X64).any()]
+    assert calls["without NaN"] == (0 if by_rows else sum(clean))
+    assert nan or all(clean)
 
 
 def test_a_moved_threshold_changes_the_answer() -> None:
@@ -146,9 +166,7 @@ def _demo_reason() -> str:
 
 def test_a_forest_is_served_by_the_compiled_walks() -> None:
     reason = _demo_reason()
-    assert re.match(
-        r"(compiled tree walk, row by row up to \d+ rows, )?compiled tree walk( above)?: ", reason
-    )
+    assert re.match(SERVED_BY_LEVELS, reason)
 
 
 @pytest.mark.parametrize("error", [ImportError("no numba"), TypeError("a numba that compiles otherwise")])
@@ -198,21 +216,66 @@ def test_each_walk_by_levels_is_checked_against_the_model(monkeypatch: pytest.Mo
         out = args[-1]
         out[:, 0] = np.nextafter(out[:, 0], np.inf)
 
-    served_by_levels = r"(compiled tree walk, row by row up to \d+ rows, )?compiled tree walk( above)?: "
     monkeypatch.setattr(compiled_module, "_kernels", lambda: (by_levels, off, by_rows))
     reason = _demo_reason()
-    assert not re.match(served_by_levels, reason)
+    assert not re.match(SERVED_BY_LEVELS, reason)
     assert re.search(r"[1-9]\d* with a NaN", reason)  # its batch of check rows took the other walk
     monkeypatch.setattr(compiled_module, "_kernels", lambda: (by_levels, without_nan, by_rows))
-    assert re.match(served_by_levels, _demo_reason())
+    assert re.match(SERVED_BY_LEVELS, _demo_reason())
 
 
 def test_the_checks_rows_leave_half_without_nan_however_many_columns_take_it() -> None:
-    """So that the walk without the NaN test is checked on many rows for a wide model too."""
+    """So that the walk without the NaN test is checked on many rows for a wide model too: NaN and
+    unknown categories (an encoder may make NaN of them) in about half of the rows, and never in
+    the rows that take the threshold values."""
     columns = [verify.Column(f"x{i}", "double", True, False, ()) for i in range(60)]
-    rows = verify.random_rows(columns, {}, 4_000, np.random.default_rng(0))
-    with_nan = verify.has_nan(rows).mean()
-    assert 0.45 < with_nan < 0.55
+    columns.append(verify.Column("s", "string", False, True, ("a", "b")))
+    rows = verify.random_rows(columns, {}, 4_000, np.random.default_rng(0), clean_first=1_000)
+    unknown = rows["s"] == verify.UNKNOWN
+    assert not verify.has_nan(rows)[:1_000].any()
+    assert not unknown[:1_000].any()
+    assert 0.45 < verify.has_nan(rows)[1_000:].mean() < 0.55
+    assert unknown[1_000:].any()
+
+
+def _wide_ordinal_forest(n_columns: int) -> tuple[Any, list[ColumnSpec]]:
+    """A forest behind an OrdinalEncoder that turns unknown categories into NaN, on many columns."""
+    rng = np.random.default_rng(0)
+    names = [f"s{i}" for i in range(n_columns)]
+    frame = pd.DataFrame({n: pd.Series(rng.choice(["a", "b"], 300), dtype=object) for n in names})
+    frame["x"] = rng.normal(size=300)
+    label = (frame["x"] > 0).astype(int) ^ (frame["s0"] == "a")
+    encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan)
+    model = Pipeline(
+        [
+            ("columns", ColumnTransformer([("codes", encoder, names)], remainder="passthrough")),
+            ("forest", RandomForestClassifier(n_estimators=3, max_depth=5, random_state=0)),
+        ]
+    ).fit(frame, label)
+    return model, [ColumnSpec(n, "string") for n in names] + [ColumnSpec("x", "double")]
+
+
+def test_a_model_whose_encoder_makes_nan_of_unknown_categories_is_served() -> None:
+    """Its rows without NaN are checked on the walk without the NaN test; none is refused for want
+    of such rows (found by a review: 24 such columns left a chunk of 3,000 rows none)."""
+    model, specs = _wide_ordinal_forest(30)
+    fast, reason = build_fast_path(model, specs, converter(specs), n_random=3_000, chunk=3_000)
+    assert fast is not None, reason
+    assert re.match(SERVED_BY_LEVELS, reason)
+
+
+def test_a_chunk_of_rows_all_with_nan_does_not_refuse_the_fast_path() -> None:
+    """Rows without NaN are counted over the whole check, not chunk by chunk (found by a review: a
+    check of 1,001 rows in chunks of 1,000 left a last chunk of one row, holding a NaN). Chunks of
+    one row: every row with a NaN is such a chunk."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=300) for i in range(4)})
+    model = RandomForestClassifier(n_estimators=3, max_depth=4, random_state=0).fit(frame, frame["x0"] > 0)
+    specs = [ColumnSpec(f"x{i}", "double") for i in range(4)]
+    fast, reason = build_fast_path(model, specs, converter(specs), n_random=1_000, chunk=1)
+    assert fast is not None, reason
+    assert re.match(SERVED_BY_LEVELS, reason)
+    assert re.search(r"[1-9]\d* with a NaN", reason)
 
 
 def test_a_walk_that_fails_when_run_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:

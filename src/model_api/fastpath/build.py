@@ -299,15 +299,20 @@ def _check(
                 return f"the model refuses a {what} in {c.name}; the fast path answers", ""
         cols.append(verify.Column(c.name, c.kind, nan_ok, unknown_ok, categories.get(j, ())))
     edges = verify.threshold_values(evaluator.thresholds, prep.origins, cols, evaluator.float32)
-    rows = verify.random_rows(cols, edges, n_rows, rng)
+    placed = edges
     budget = int(0.75 * n_rows)
     total = sum(len(v) for v in edges.values())
     if total > budget:
-        edges = {
+        placed = {
             j: np.sort(rng.choice(v, int(len(v) * budget / total), replace=False)) for j, v in edges.items()
         }
-    on_edges = verify.place_edges(rows, cols, edges)
+    # The rows that take the threshold values hold neither NaN nor unknown categories elsewhere,
+    # so that both walks by levels (with and without the NaN test) are checked on every one.
+    n_placed = min(n_rows, sum(len(v) for v in placed.values()))
+    rows = verify.random_rows(cols, edges, n_rows, rng, clean_first=n_placed)
+    on_edges = verify.place_edges(rows, cols, placed)
     with_nan = int(verify.has_nan(rows).sum())
+    without_nan = 0
     # The model answers each chunk in a second thread while the fast path answers it here: both
     # walk their trees without the GIL, so the check takes the longer of the two, not the sum.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastpath-check") as pool:
@@ -325,30 +330,33 @@ def _check(
                 return f"the model refused rows built from its thresholds ({type(exc).__name__})", ""
             if (failure := verify.compare(expected, got)) is not None:
                 return failure, ""
-            if (failure := _check_without_nan(fast, part, expected)) is not None:
-                return failure, ""
+            if evaluator.walks_without_nan:
+                checked, failure = _check_without_nan(fast, part, expected)
+                if failure is not None:
+                    return failure, ""
+                without_nan += checked
+    if evaluator.walks_without_nan and not without_nan:
+        return "no checked row reached the trees without a NaN: the walk for such batches is unchecked", ""
     return None, f"{n_rows} rows ({on_edges} on split thresholds or one step off, {with_nan} with a NaN)"
 
 
 def _check_without_nan(
     fast: FastPath, part: Mapping[str, list[Any]], expected: tuple[np.ndarray, np.ndarray | None]
-) -> str | None:
-    """The rows of `part` that reach the trees without a NaN, answered again on their own (None
-    when identical to `expected`'s, else what differs). The compiled walk by levels answers a batch
-    without NaN by a walk without the NaN test (`compiled.py`): checked here on those rows, since a
-    batch holding one NaN takes the other walk. Every family hands the walks its matrix's NaN as
-    they are (rounding to float32 keeps a NaN and makes none)."""
+) -> tuple[int, str | None]:
+    """The rows of `part` that reach the trees without a NaN, answered again on their own: (how
+    many, None when identical to `expected`'s, else what differs). The compiled walk by levels
+    answers a batch without NaN by a walk without the NaN test (`compiled.py`): checked here on
+    those rows, since a batch holding one NaN takes the other walk. Every family hands the walks its
+    matrix's NaN as they are (rounding to float32 keeps a NaN and makes none)."""
     clean = ~np.isnan(fast.matrix(part)).any(axis=1)
-    if clean.all():  # the batch itself went without NaN
-        return None
-    if not clean.any():
-        return "no row without a NaN to check the walk without the NaN test on"
+    if clean.all() or not clean.any():  # the batch itself went without NaN; or none went so
+        return int(clean.sum()), None
     keep = np.flatnonzero(clean).tolist()
     got = fast.evaluate({k: [v[i] for i in keep] for k, v in part.items()}, fast.has_probabilities)
     labels, probabilities = expected
     own = labels[clean], None if probabilities is None else probabilities[clean]
     failure = verify.compare(own, got)
-    return None if failure is None else f"{failure} (rows without a NaN, alone)"
+    return len(keep), None if failure is None else f"{failure} (rows without a NaN, alone)"
 
 
 def _falls_back(fast: FastPath, row: Mapping[str, list[Any]]) -> bool:

@@ -273,6 +273,8 @@ class CompiledTrees:
         by_levels, without_nan, rows = _kernels()
         self._kernel = rows if by_rows else by_levels
         self._without_nan = None if by_rows else without_nan
+        self.walks_without_nan = not by_rows
+        """A matrix without NaN takes the walk by levels without the NaN test."""
         self.by_rows = by_rows
         self.n_trees = len(trees)
         self._split, self._missing, self._value, self._roots, self._depths, self._width = _pack(trees)

@@ -96,7 +96,9 @@ class FastPath:
 
     def matrix(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
         """The rows as the evaluator receives them: [n_rows, n_features] float64, preprocessed (a
-        row's values depend on that row alone). Raises Fallback for an integer beyond 2**53."""
+        row's values depend on that row alone). Raises Fallback where the model must answer: an
+        integer beyond 2**53, or what the preprocessing declines (an unknown category under
+        handle_unknown='error', a missing value MissingIndicator was not fitted on)."""
         raw = [np.asarray(columns[name], dtype=dtype) for name, dtype in self._columns]
         ints = [raw[j] for j in self._int_columns]
         if ints:

@@ -47,6 +47,14 @@ class Evaluator:
     thresholds: dict[int, np.ndarray] = field(default_factory=dict)
     """Split values by input feature (float64), for building the verification rows."""
     n_trees: int = 0
+    walks_without_nan: bool = False
+    """A matrix without NaN takes another walk (`CompiledTrees`): the check answers such rows
+    again on their own (`build._check_without_nan`)."""
+
+
+def walks_without_nan(stacks: Sequence[object]) -> bool:
+    """Whether any of these walks answers a matrix without NaN by another walk."""
+    return any(getattr(s, "walks_without_nan", False) for s in stacks)
 
 
 def threads(X: np.ndarray) -> int:
@@ -180,7 +188,7 @@ def forest_candidates(est: Any) -> list[Callable[[], Evaluator]]:
             total /= n_trees
             return finish(total, probabilities)
 
-        return Evaluator(kind.name, run, classifier, True, thresholds, n_trees)
+        return Evaluator(kind.name, run, classifier, True, thresholds, n_trees, walks_without_nan([stack]))
 
     compiled = [_named(with_stack, kind) for kind in COMPILED]
     return [*compiled, with_apply, with_treelite, _named(with_stack, NUMPY)]
@@ -220,7 +228,9 @@ def gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]:
             proba = est._loss.predict_proba(decision) if probabilities else None
             return est.classes_[encoded], proba
 
-        return Evaluator(kind.name, run, classifier, True, thresholds, stages.size)
+        return Evaluator(
+            kind.name, run, classifier, True, thresholds, stages.size, walks_without_nan(per_class)
+        )
 
     return [_named(build, kind) for kind in (*COMPILED, NUMPY)]
 
@@ -267,6 +277,8 @@ def hist_gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]
             proba = est._loss.predict_proba(raw) if probabilities else None
             return est.classes_[encoded], proba
 
-        return Evaluator(kind.name, run, classifier, False, thresholds, sum(map(len, per_class)))
+        return Evaluator(
+            kind.name, run, classifier, False, thresholds, sum(map(len, per_class)), walks_without_nan(stacks)
+        )
 
     return [_named(build, kind) for kind in (*COMPILED, NUMPY)]

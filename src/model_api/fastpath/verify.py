@@ -5,8 +5,9 @@ either side for float32 readers; t and one float64 step either side too), mapped
 the preprocessing to the request column where the chain is affine, then rounded as the column's
 type would be (float32 columns: float32 and one step either side; integer columns: floor and
 ceiling). Other rows are random: values spread over the thresholds' range, known categories,
-unknown ones where the model accepts them, and NaN where the model accepts it (in half of the
-rows, one column in ten; the other half has none). A threshold set
+unknown ones where the model accepts them, and NaN where the model accepts it (unknown categories
+and NaN in about half of the rows, NaN in one column in ten of those; the rows that take the
+threshold values and the other half have neither). A threshold set
 larger than its share of the budget is sampled.
 
 Equality: every label equal (and the same dtype), every probability bit equal (`.view` as
@@ -93,22 +94,31 @@ def threshold_values(
 
 
 def random_rows(
-    columns: Sequence[Column], edges: Mapping[int, np.ndarray], n_rows: int, rng: np.random.Generator
+    columns: Sequence[Column],
+    edges: Mapping[int, np.ndarray],
+    n_rows: int,
+    rng: np.random.Generator,
+    clean_first: int = 0,
 ) -> dict[str, np.ndarray]:
-    """n_rows random request rows, a numpy array per column (see the module docstring)."""
+    """n_rows random request rows, a numpy array per column (see the module docstring). NaN and
+    unknown categories (which an encoder may turn into NaN) go in about half of the rows, never in
+    the first `clean_first`: the other rows reach the trees without NaN, whatever the number of
+    columns (the compiled walk has a walk for such batches, checked on those rows)."""
     out: dict[str, np.ndarray] = {}
-    # NaN only in half the rows, whatever the number of columns: the other half reaches the trees
-    # without one (the compiled walk has a walk for such batches, checked on those rows).
     may_nan = rng.random(n_rows) < 0.5
+    may_nan[:clean_first] = False
     for j, col in enumerate(columns):
         values: np.ndarray
         if col.kind == "string" or col.categories:
             pool = [c for c in col.categories if not (isinstance(c, float) and math.isnan(c))] or ["a", "b"]
+            n_known = len(pool)
             if col.kind == "string" and col.unknown_ok:
                 pool.append(UNKNOWN)
             choices = np.empty(len(pool), dtype=object)
             choices[:] = pool
-            values = choices[rng.integers(0, len(pool), n_rows)]
+            picked = rng.integers(0, len(pool), n_rows)
+            picked = np.where(may_nan, picked, rng.integers(0, n_known, n_rows))
+            values = choices[picked]
             if col.kind != "string":
                 values = _as_kind(values.astype(np.float64), col.kind)
         elif col.kind == "boolean":
