@@ -273,12 +273,15 @@ class CompiledTrees:
         by_levels, without_nan, rows = _kernels()
         self._kernel = rows if by_rows else by_levels
         self._without_nan = None if by_rows else without_nan
-        self.walks_without_nan = not by_rows
-        """A matrix without NaN takes the walk by levels without the NaN test."""
         self.by_rows = by_rows
         self.n_trees = len(trees)
         self._split, self._missing, self._value, self._roots, self._depths, self._width = _pack(trees)
         self._links = self._split.view(np.uint32)
+
+    @property
+    def walks_without_nan(self) -> bool:
+        """A matrix without NaN takes the walk by levels without the NaN test."""
+        return self._without_nan is not None
 
     def sum(self, X: np.ndarray, start: np.ndarray) -> np.ndarray:
         if X.ndim != 2:

@@ -42,6 +42,9 @@ class StackedTrees:
     Raises ValueError for nodes that are not a tree (a cycle).
     """
 
+    walks_without_nan = False
+    """One walk, NaN or not (see `trees.Walk`)."""
+
     def __init__(self, trees: Sequence[Tree]) -> None:
         offsets = np.cumsum([0] + [len(t.feature) for t in trees])
         self.n_trees = len(trees)

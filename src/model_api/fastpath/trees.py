@@ -52,9 +52,9 @@ class Evaluator:
     again on their own (`build._check_without_nan`)."""
 
 
-def walks_without_nan(stacks: Sequence[object]) -> bool:
+def walks_without_nan(stacks: Sequence[Walk]) -> bool:
     """Whether any of these walks answers a matrix without NaN by another walk."""
-    return any(getattr(s, "walks_without_nan", False) for s in stacks)
+    return any(s.walks_without_nan for s in stacks)
 
 
 def threads(X: np.ndarray) -> int:
@@ -94,6 +94,11 @@ def gtil(model: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 class Walk(Protocol):
     """Trees ready to walk: `sum(X, start)` is start + tree 0 + tree 1 + ... per row of X."""
+
+    @property
+    def walks_without_nan(self) -> bool:
+        """Whether a matrix without NaN takes another walk than one with (checked apart at load)."""
+        ...
 
     def sum(self, X: np.ndarray, start: np.ndarray) -> np.ndarray: ...
 
