@@ -57,36 +57,131 @@ def _rows(
         return X.astype(dtype)
 
 
+def _count_walks_without_nan(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the calls of the walk without the NaN test, in either record layout."""
+    kernels = compiled_module._kernels
+    calls = {"without NaN": 0}
+
+    def counting(narrow: bool = False) -> compiled_module.Kernels:
+        by_levels, without_nan, rows = kernels(narrow)
+
+        def counted(*args: Any) -> None:
+            calls["without NaN"] += 1
+            without_nan(*args)
+
+        return by_levels, counted, rows
+
+    monkeypatch.setattr(compiled_module, "_kernels", counting)
+    return calls
+
+
 @pytest.mark.parametrize("by_rows", [False, True], ids=["by levels", "by rows"])
 @pytest.mark.parametrize("n", [0, 1, 7, 13, BLOCK, 2 * BLOCK + 3])
 @pytest.mark.parametrize("nan", [True, False], ids=["with NaN", "without NaN"])
 def test_each_walk_is_the_numpy_walk_bit_for_bit(
     by_rows: bool, n: int, nan: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without NaN, the walk by levels takes its walk without the NaN test (counted)."""
-    by_levels, without_nan, rows = compiled_module._kernels()
-    calls = {"without NaN": 0}
-
-    def counted(*args: Any) -> None:
-        calls["without NaN"] += 1
-        without_nan(*args)
-
-    monkeypatch.setattr(compiled_module, "_kernels", lambda: (by_levels, counted, rows))
+    """In both record layouts: a forest's on float32 rows placed on, and one step either side of,
+    its float64 thresholds (8-byte records round them down to float32; 16-byte ones keep them),
+    HistGradientBoosting's on float64 rows. Without NaN, the walk by levels takes its walk without
+    the NaN test (counted)."""
+    calls = _count_walks_without_nan(monkeypatch)
     trees, splits = _forest_trees()
     X = _rows(n, len(NUMERIC), splits, np.float32, nan=nan)
     start = np.array([0.0, -0.0, 0.25])
-    got = CompiledTrees(trees, by_rows=by_rows).sum(X, start)
     expected = StackedTrees(trees).sum(X, start)
-    assert got.shape == expected.shape == (n, 3)
-    assert (got.view(np.uint64) == expected.view(np.uint64)).all()
+    assert expected.shape == (n, 3)
+    for float32, record_bytes in ((True, 8), (False, 16)):
+        walk = CompiledTrees(trees, by_rows=by_rows, float32=float32)
+        assert walk.record_bytes == record_bytes
+        got = walk.sum(X, start)
+        assert got.shape == expected.shape
+        assert (got.view(np.uint64) == expected.view(np.uint64)).all()
     hist = _hist_trees()
     X64 = _rows(n, len(NUMERIC), np.concatenate([t.threshold for t in hist]), np.float64, seed=1, nan=nan)
     got = CompiledTrees(hist, by_rows=by_rows).sum(X64, np.array([0.1]))
     expected = StackedTrees(hist).sum(X64, np.array([0.1]))
     assert (got.view(np.uint64) == expected.view(np.uint64)).all()
-    clean = [not np.isnan(X).any(), not np.isnan(X64).any()]
+    clean = [not np.isnan(X).any(), not np.isnan(X).any(), not np.isnan(X64).any()]
     assert calls["without NaN"] == (0 if by_rows else sum(clean))
     assert nan or all(clean)
+
+
+@pytest.mark.parametrize("by_rows", [False, True], ids=["by levels", "by rows"])
+def test_a_float64_threshold_between_two_float32_splits_them_as_the_model_does(by_rows: bool) -> None:
+    """8-byte records hold a float32 threshold: the largest float32 at most the model's (rounded to
+    nearest, 0.1 would become a float32 above 0.1, and send that float32 left where the model sends
+    it right). Beyond float32's range, a split still sends every finite float32 one way."""
+    tree = Tree(
+        feature=np.array([0, 1, 0, 0, 0]),
+        threshold=np.array([0.1, 1e300, 0.0, 0.0, 0.0]),
+        left=np.array([1, 3, -1, -1, -1]),
+        right=np.array([2, 4, -1, -1, -1]),
+        missing_left=np.zeros(5, bool),
+        value=np.array([[0.0], [0.0], [1.0], [2.0], [3.0]]),
+    )
+    above = np.float32(0.1)  # rounded to nearest: above 0.1
+    assert float(above) > 0.1
+    below = np.nextafter(above, np.float32(0))
+    big = np.finfo(np.float32).max
+    X = np.array([[below, big], [above, big], [below, np.inf], [-np.inf, -big]], dtype=np.float32)
+    walk = CompiledTrees([tree], by_rows=by_rows, float32=True)
+    assert walk.record_bytes == 8
+    got = walk.sum(X, np.zeros(1))
+    assert got.ravel().tolist() == [2.0, 1.0, 3.0, 2.0]
+    assert (got == StackedTrees([tree]).sum(X, np.zeros(1))).all()
+
+
+def _full_tree(levels: int, rng: np.random.Generator) -> Tree:
+    """A full binary tree `levels` deep on three features, nodes numbered breadth first."""
+    n = 2**levels - 1
+    inner = np.arange(n) < 2 ** (levels - 1) - 1
+    return Tree(
+        feature=np.where(inner, rng.integers(0, 3, n), 0),
+        threshold=np.where(inner, rng.normal(size=n), 0.0),
+        left=np.where(inner, 2 * np.arange(n) + 1, -1),
+        right=np.where(inner, 2 * np.arange(n) + 2, -1),
+        missing_left=rng.random(n) < 0.5,
+        value=rng.normal(size=(n, 1)),
+    )
+
+
+def test_trees_too_large_for_8_byte_records_take_16_byte_ones() -> None:
+    """A left child more than 65,535 nodes after its parent does not fit uint16: in a full tree 18
+    levels deep, the first of the 65,536 nodes on its last level but one has its left child 65,536
+    nodes after it. 17 levels deep, 32,768 after it: that fits."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3)).astype(np.float32)
+    X[::7, 1] = np.nan
+    for levels, record_bytes in ((17, 8), (18, 16)):
+        tree = _full_tree(levels, rng)
+        walk = CompiledTrees([tree], float32=True)
+        assert walk.record_bytes == record_bytes
+        got = walk.sum(X, np.zeros(1))
+        assert (got.view(np.uint64) == StackedTrees([tree]).sum(X, np.zeros(1)).view(np.uint64)).all()
+    for feature, record_bytes in ((2**16 - 1, 8), (2**16, 16)):  # a feature index past uint16
+        split = Tree(
+            np.array([feature, 0, 0]),
+            np.array([0.5, 0, 0]),
+            np.array([1, -1, -1]),
+            np.array([2, -1, -1]),
+            np.zeros(3, bool),
+            np.array([[0.0], [1.0], [2.0]]),
+        )
+        wide = np.zeros((2, 2**16 + 1), dtype=np.float32)
+        wide[1, feature] = 1.0
+        walk = CompiledTrees([split], float32=True)
+        assert walk.record_bytes == record_bytes
+        assert walk.sum(wide, np.zeros(1)).ravel().tolist() == [1.0, 2.0]
+
+
+def test_walks_for_float32_inputs_refuse_float64_rows() -> None:
+    """Their thresholds are rounded for float32 values: a float64 row could fall between."""
+    trees, splits = _forest_trees()
+    X = _rows(4, len(NUMERIC), splits, np.float64)
+    with pytest.raises(TypeError, match="float32"):
+        CompiledTrees(trees, float32=True).sum(X, np.zeros(3))
+    CompiledTrees(trees).sum(X, np.zeros(3))
 
 
 def test_a_moved_threshold_changes_the_answer() -> None:
@@ -173,7 +268,7 @@ def test_a_forest_is_served_by_the_compiled_walks() -> None:
 def test_without_the_compiled_walks_a_forest_falls_back_to_tree_apply(
     monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
-    def broken() -> Any:
+    def broken(narrow: bool = False) -> Any:
         raise error
 
     monkeypatch.setattr(compiled_module, "_kernels", broken)
@@ -209,18 +304,23 @@ def test_with_numbas_jit_disabled_the_walks_are_not_used(monkeypatch: pytest.Mon
 def test_each_walk_by_levels_is_checked_against_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """The load's check runs the walk without the NaN test too, on its rows without NaN: a walk
     that is one step off there only (a batch holding a NaN never takes it) is not served."""
-    by_levels, without_nan, by_rows = compiled_module._kernels()
+    kernels = compiled_module._kernels
 
-    def off(*args: Any) -> None:
-        without_nan(*args)
-        out = args[-1]
-        out[:, 0] = np.nextafter(out[:, 0], np.inf)
+    def one_step_off(narrow: bool = False) -> compiled_module.Kernels:
+        by_levels, without_nan, by_rows = kernels(narrow)
 
-    monkeypatch.setattr(compiled_module, "_kernels", lambda: (by_levels, off, by_rows))
+        def off(*args: Any) -> None:
+            without_nan(*args)
+            out = args[-1]
+            out[:, 0] = np.nextafter(out[:, 0], np.inf)
+
+        return by_levels, off, by_rows
+
+    monkeypatch.setattr(compiled_module, "_kernels", one_step_off)
     reason = _demo_reason()
     assert not re.match(SERVED_BY_LEVELS, reason)
     assert re.search(r"[1-9]\d* with a NaN", reason)  # its batch of check rows took the other walk
-    monkeypatch.setattr(compiled_module, "_kernels", lambda: (by_levels, without_nan, by_rows))
+    monkeypatch.setattr(compiled_module, "_kernels", kernels)
     assert re.match(SERVED_BY_LEVELS, _demo_reason())
 
 

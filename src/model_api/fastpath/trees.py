@@ -105,16 +105,20 @@ class Walk(Protocol):
 
 @dataclass(frozen=True)
 class Stack:
-    """One way to walk a list of Trees: `make(trees).sum(X, start)` (see stacked.py, compiled.py)."""
+    """One way to walk a list of Trees: `make(trees, float32).sum(X, start)` (see stacked.py,
+    compiled.py); `float32`: the trees' trainer reads float32-rounded inputs, and X is float32."""
 
     name: str
-    make: Callable[[Sequence[Tree]], Walk]
+    make: Callable[[Sequence[Tree], bool], Walk]
 
 
-NUMPY = Stack("numpy stacked trees", StackedTrees)
+NUMPY = Stack("numpy stacked trees", lambda trees, float32: StackedTrees(trees))
 COMPILED = (
-    Stack("compiled tree walk", CompiledTrees),
-    Stack("compiled tree walk, row by row", lambda trees: CompiledTrees(trees, by_rows=True)),
+    Stack("compiled tree walk", lambda trees, float32: CompiledTrees(trees, float32=float32)),
+    Stack(
+        "compiled tree walk, row by row",
+        lambda trees, float32: CompiledTrees(trees, by_rows=True, float32=float32),
+    ),
 )
 """The compiled walks (numba): by levels for large batches, then by rows, which the builder times
 against it for small batches (`build._small_batch_partner`)."""
@@ -185,7 +189,7 @@ def forest_candidates(est: Any) -> list[Callable[[], Evaluator]]:
 
     def with_stack(kind: Stack) -> Evaluator:
         width = int(est.n_classes_) if classifier else 1
-        stack = kind.make([_sk_tree(t, t.value[:, 0, :width]) for t in trees])
+        stack = kind.make([_sk_tree(t, t.value[:, 0, :width]) for t in trees], True)
         start = np.zeros(width)
 
         def run(X: np.ndarray, probabilities: bool) -> Result:
@@ -216,7 +220,7 @@ def gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]:
     def build(kind: Stack) -> Evaluator:
         per_class = [
             kind.make(
-                [_sk_tree(e.tree_, rate * e.tree_.value[:, 0, :1], missing=False) for e in stages[:, k]]
+                [_sk_tree(e.tree_, rate * e.tree_.value[:, 0, :1], missing=False) for e in stages[:, k]], True
             )
             for k in range(n_k)
         ]
@@ -269,7 +273,7 @@ def hist_gradient_boosting_candidates(est: Any) -> list[Callable[[], Evaluator]]
     baseline = np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1)
 
     def build(kind: Stack) -> Evaluator:
-        stacks = [kind.make(trees) for trees in per_class]
+        stacks = [kind.make(trees, False) for trees in per_class]
 
         def run(X: np.ndarray, probabilities: bool) -> Result:
             raw = np.zeros((X.shape[0], n_k), order="F")
