@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingRegressor, RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
@@ -132,6 +132,29 @@ def test_a_float64_threshold_between_two_float32_splits_them_as_the_model_does(b
     assert (got == StackedTrees([tree]).sum(X, np.zeros(1))).all()
 
 
+def test_thresholds_round_down_to_the_largest_float32_at_most_them() -> None:
+    """Signs, subnormals, float32's largest value and beyond either way (no overflow warning leaks),
+    infinities, and random values on all scales."""
+    most = float(np.finfo(np.float32).max)
+    special = [0.1, -0.1, 0.0, -0.0, 5e-324, -5e-324, 1e-40, most, most * (1 + 2**-26), -most * (1 + 2**-26)]
+    rng = np.random.default_rng(0)
+    t = np.concatenate(
+        [
+            special,
+            [1e300, -1e300, np.inf, -np.inf],
+            rng.normal(size=10_000) * 10.0 ** rng.integers(-40, 39, 10_000),
+        ]
+    )
+    down = compiled_module._round_down(t)
+    assert down.dtype == np.float32
+    assert (down.astype(np.float64) <= t).all()
+    with np.errstate(over="ignore"):  # float32's largest value, one step up
+        up = np.nextafter(down, np.float32(np.inf)).astype(np.float64)
+    assert (up > t)[down < np.inf].all()
+    assert np.isnan(compiled_module._round_down(np.array([np.nan]))).all()
+    assert np.signbit(compiled_module._round_down(np.array([-0.0]))).all()
+
+
 def _full_tree(levels: int, rng: np.random.Generator) -> Tree:
     """A full binary tree `levels` deep on three features, nodes numbered breadth first."""
     n = 2**levels - 1
@@ -147,14 +170,23 @@ def _full_tree(levels: int, rng: np.random.Generator) -> Tree:
 
 
 def test_trees_too_large_for_8_byte_records_take_16_byte_ones() -> None:
-    """A left child more than 65,535 nodes after its parent does not fit uint16: in a full tree 18
-    levels deep, the first of the 65,536 nodes on its last level but one has its left child 65,536
-    nodes after it. 17 levels deep, 32,768 after it: that fits."""
+    """A left child more than 65,535 nodes after its parent does not fit uint16. In a full tree 17
+    levels deep, the last node with children has its left child 65,535 nodes after it: that fits.
+    Split the first node of its last level too, and that node's left child is 65,536 after it."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 3)).astype(np.float32)
     X[::7, 1] = np.nan
-    for levels, record_bytes in ((17, 8), (18, 16)):
-        tree = _full_tree(levels, rng)
+    full = _full_tree(17, rng)
+    n, first = len(full.left), 2**16 - 1  # `first`: the first node of the last level
+    one_more = Tree(
+        np.append(full.feature, [0, 0]),
+        np.append(full.threshold, [0.0, 0.0]),
+        np.append(np.where(np.arange(n) == first, n, full.left), [-1, -1]),
+        np.append(np.where(np.arange(n) == first, n + 1, full.right), [-1, -1]),
+        np.append(full.missing_left, [False, False]),
+        np.append(full.value, [[5.0], [7.0]], axis=0),
+    )
+    for tree, record_bytes in ((full, 8), (one_more, 16)):
         walk = CompiledTrees([tree], float32=True)
         assert walk.record_bytes == record_bytes
         got = walk.sum(X, np.zeros(1))
@@ -259,9 +291,47 @@ def _demo_reason() -> str:
     return reason
 
 
-def test_a_forest_is_served_by_the_compiled_walks() -> None:
+def _record_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The record size of every compiled walk built from now on."""
+    built: list[int] = []
+    init = CompiledTrees.__init__
+
+    def recording(self: CompiledTrees, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        built.append(self.record_bytes)
+
+    monkeypatch.setattr(CompiledTrees, "__init__", recording)
+    return built
+
+
+def test_a_forest_is_served_by_the_compiled_walks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On 8-byte records: scikit-learn's forests read float32 inputs."""
+    built = _record_sizes(monkeypatch)
     reason = _demo_reason()
     assert re.match(SERVED_BY_LEVELS, reason)
+    assert built and set(built) == {8}
+
+
+@pytest.mark.parametrize(
+    ("model", "record_bytes"),
+    [
+        (GradientBoostingClassifier(n_estimators=5, max_depth=3, random_state=0), 8),
+        (HistGradientBoostingRegressor(max_iter=5, random_state=0), 16),  # float64 inputs
+    ],
+    ids=["gradient boosting", "hist gradient boosting"],
+)
+def test_gradient_boosting_is_served_on_the_records_of_its_input_type(
+    model: Any, record_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = _record_sizes(monkeypatch)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=300) for i in range(4)})
+    model.fit(frame, frame["x0"] > 0)
+    specs = [ColumnSpec(f"x{i}", "double") for i in range(4)]
+    fast, reason = build_fast_path(model, specs, converter(specs), n_random=1_000)
+    assert fast is not None, reason
+    assert re.match(SERVED_BY_LEVELS, reason)
+    assert built and set(built) == {record_bytes}
 
 
 @pytest.mark.parametrize("error", [ImportError("no numba"), TypeError("a numba that compiles otherwise")])

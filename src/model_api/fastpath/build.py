@@ -188,10 +188,10 @@ def _faster(small: Evaluator, large: Evaluator, X: np.ndarray, n: int, repeat: i
     smaller size timed), the two evaluators the same ones, in turns, the first of them alternating.
     Timing the same rows over and over taught the processor's branch predictor the branching
     walk's path: the walk by rows looked faster up to 16-64 rows where, on rows it has not seen,
-    the walk by levels is twice as fast from 8 rows on
-    (demo forest, 8 rows 60 -> 28 us, 64 rows 354 -> 157 us); and timing one evaluator's runs
-    after the other's let a change in the machine's speed between the two decide (the load picked
-    16, 32 and 64 rows on three loads of the same model)."""
+    the walk by levels is twice as fast from 8 rows on (demo forest, 8 rows 60 -> 28 us, 64 rows
+    354 -> 157 us); and timing one evaluator's runs after the other's let a change in the
+    machine's speed between the two decide (the load picked 16, 32 and 64 rows on three loads of
+    the same model)."""
     small_s: list[float] = []
     large_s: list[float] = []
     for k in range(repeat):

@@ -34,16 +34,16 @@ overlap and the branching walk, which runs ahead on its predictions, is faster; 
 both at load and uses each where it is faster (`build.by_batch_size`). numba is a maintained
 compiler: the loops below are ours, their code generation is not.
 
-A batch without NaN takes a walk by levels without the NaN test (`x != x` is then always false):
-a step reads its record's threshold, feature and left child and nothing else, in 12 instructions
+A batch without NaN takes a walk by levels without the NaN test (`x != x` is then always false): a
+step reads its record's threshold, feature and left child and nothing else, in 12 instructions
 rather than 22 (the NaN direction, in a byte array apart, is read only by the other walks), and X
-goes in as float64, converted once a batch (exactly) rather than at every step. Measured side by
-side in one process on the demo forest, on a slow spell of the machine: the walk alone, 64 rows
-253-257 -> 148-150 us, 512 rows 1.81-1.87 -> 1.02-1.05 ms; the served fast path with its
-preprocessing (`FastPath.evaluate`), 64 rows 0.41-0.44 -> 0.21 ms, 512 rows 2.3 -> 1.1 ms. One
-worker serving 64 different rows a request at concurrency 8, alternating runs: 936-1,167 ->
-1,140-1,413 req/s, its model thread 314-383 -> 234-283 us a request. The same bits. A batch
-holding a NaN takes the walk with the test, as fast as before.
+goes in as float64 (float32 on the 8-byte records below), converted once a batch (exactly) rather
+than at every step. Measured side by side in one process on the demo forest, on a slow spell of the
+machine: the walk alone, 64 rows 253-257 -> 148-150 us, 512 rows 1.81-1.87 -> 1.02-1.05 ms; the
+served fast path with its preprocessing (`FastPath.evaluate`), 64 rows 0.41-0.44 -> 0.21 ms, 512
+rows 2.3 -> 1.1 ms. One worker serving 64 different rows a request at concurrency 8, alternating
+runs: 936-1,167 -> 1,140-1,413 req/s, its model thread 314-383 -> 234-283 us a request. The same
+bits. A batch holding a NaN takes the walk with the test, as fast as before.
 
 Trees whose trainer reads float32-rounded inputs (scikit-learn's forests and gradient boosting)
 take 8-byte records when they fit (a feature index and a left child at most 65,535 nodes after its
@@ -234,8 +234,8 @@ def _round_down(threshold: np.ndarray) -> np.ndarray:
     stays NaN, +inf +inf."""
     with np.errstate(over="ignore"):  # beyond float32's range: +-inf, then one step down from +inf
         narrow = threshold.astype(np.float32)
-    above = narrow.astype(np.float64) > threshold
-    narrow[above] = np.nextafter(narrow[above], np.float32(-np.inf))
+        above = narrow.astype(np.float64) > threshold
+        narrow[above] = np.nextafter(narrow[above], np.float32(-np.inf))
     return narrow
 
 
@@ -344,7 +344,8 @@ class CompiledTrees:
         if X.dtype not in self._dtypes:
             names = " or ".join(np.dtype(d).name for d in self._dtypes)
             raise TypeError(f"X must be {names}, not {X.dtype}")
-        # float32 to float64 is exact, and the split test promotes x to float64 anyway.
+        # 16-byte records: float32 to float64 is exact, and the split test promotes x to float64
+        # anyway. 8-byte records: X is float32 already (`_dtypes`).
         X = np.ascontiguousarray(X, dtype=self._real)
         kernel = self._kernel
         if self._without_nan is not None and not np.isnan(X).any():
