@@ -57,11 +57,11 @@ stored as how far after its node it is, in either layout (no cost measured on 16
 
 Every walk is `StackedTrees.sum` exactly: the split test `x <= threshold` with the input as float64
 (float32 inputs converted exactly, as numba's and C's comparison of mixed floats would; on 8-byte
-records, the same answer in float32), a NaN goes
-where `missing_left` says, and each row's leaf values are added to `start` one tree after another in
-tree order (`out[i] += value[leaf]`, never reordered or fused: numba compiles without fastmath).
-The load's exactness check runs on each walk alone, and on the rows that reach the trees without
-NaN again on their own, for the walk without the test (`build._check_without_nan`).
+records, the same answer in float32), a NaN goes where `missing_left` says, and each row's leaf
+values are added to `start` one tree after another in tree order (`out[i] += value[leaf]`, never
+reordered or fused: numba compiles without fastmath). The load's exactness check runs on each walk
+alone, and on the rows that reach the trees without NaN again on their own, for the walk without
+the test (`build._check_without_nan`).
 
 The walk by levels takes as many steps per tree as its deepest leaf, for every row: on a very
 unbalanced tree it does more work than the walk by rows (a chain 1,018 deep: 2x slower, found by a
