@@ -329,7 +329,6 @@ class CompiledTrees:
         self._dtypes: tuple[type[np.floating[Any]], ...] = (
             (np.float32,) if float32 else (np.float32, np.float64)
         )
-        self._real = np.float32 if narrow else np.float64
 
     @property
     def walks_without_nan(self) -> bool:
@@ -344,9 +343,9 @@ class CompiledTrees:
         if X.dtype not in self._dtypes:
             names = " or ".join(np.dtype(d).name for d in self._dtypes)
             raise TypeError(f"X must be {names}, not {X.dtype}")
-        # 16-byte records: float32 to float64 is exact, and the split test promotes x to float64
-        # anyway. 8-byte records: X is float32 already (`_dtypes`).
-        X = np.ascontiguousarray(X, dtype=self._real)
+        # X in its thresholds' type. 16-byte records: float32 to float64 is exact, and the split
+        # test promotes x to float64 anyway. 8-byte records: X is float32 already (`_dtypes`).
+        X = np.ascontiguousarray(X, dtype=self._split.dtype)
         kernel = self._kernel
         if self._without_nan is not None and not np.isnan(X).any():
             kernel = self._without_nan
