@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -57,21 +58,32 @@ def _rows(
         return X.astype(dtype)
 
 
+def _wrap_walk_without_nan(
+    monkeypatch: pytest.MonkeyPatch, wrap: Callable[[compiled_module.Kernel], compiled_module.Kernel]
+) -> None:
+    """Every walk built from now on takes `wrap(walk without the NaN test)` in its place, in either
+    record layout."""
+    kernels = compiled_module._kernels
+
+    def wrapped(narrow: bool = False) -> compiled_module.Kernels:
+        by_levels, without_nan, by_rows = kernels(narrow)
+        return by_levels, wrap(without_nan), by_rows
+
+    monkeypatch.setattr(compiled_module, "_kernels", wrapped)
+
+
 def _count_walks_without_nan(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts the calls of the walk without the NaN test, in either record layout."""
-    kernels = compiled_module._kernels
     calls = {"without NaN": 0}
 
-    def counting(narrow: bool = False) -> compiled_module.Kernels:
-        by_levels, without_nan, rows = kernels(narrow)
-
+    def counting(without_nan: compiled_module.Kernel) -> compiled_module.Kernel:
         def counted(*args: Any) -> None:
             calls["without NaN"] += 1
             without_nan(*args)
 
-        return by_levels, counted, rows
+        return counted
 
-    monkeypatch.setattr(compiled_module, "_kernels", counting)
+    _wrap_walk_without_nan(monkeypatch, counting)
     return calls
 
 
@@ -374,23 +386,20 @@ def test_with_numbas_jit_disabled_the_walks_are_not_used(monkeypatch: pytest.Mon
 def test_each_walk_by_levels_is_checked_against_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """The load's check runs the walk without the NaN test too, on its rows without NaN: a walk
     that is one step off there only (a batch holding a NaN never takes it) is not served."""
-    kernels = compiled_module._kernels
 
-    def one_step_off(narrow: bool = False) -> compiled_module.Kernels:
-        by_levels, without_nan, by_rows = kernels(narrow)
-
+    def one_step_off(without_nan: compiled_module.Kernel) -> compiled_module.Kernel:
         def off(*args: Any) -> None:
             without_nan(*args)
             out = args[-1]
             out[:, 0] = np.nextafter(out[:, 0], np.inf)
 
-        return by_levels, off, by_rows
+        return off
 
-    monkeypatch.setattr(compiled_module, "_kernels", one_step_off)
+    _wrap_walk_without_nan(monkeypatch, one_step_off)
     reason = _demo_reason()
     assert not re.match(SERVED_BY_LEVELS, reason)
     assert re.search(r"[1-9]\d* with a NaN", reason)  # its batch of check rows took the other walk
-    monkeypatch.setattr(compiled_module, "_kernels", kernels)
+    monkeypatch.undo()  # the walks as they are
     assert re.match(SERVED_BY_LEVELS, _demo_reason())
 
 
