@@ -115,6 +115,9 @@ def create_app(
             loaded.load_seconds,
         )
         plane.serve(predictor)
+        # The plane holds the served version from now on. This frame lives as long as the app: kept
+        # here, the first version would outlive its retirement after a reload, model and all.
+        del predictor, loaded
         forget_openapi()
         # Everything loaded so far (MLflow, pandas, the model) lives as long as the process: keep
         # it out of the garbage collector's full passes, which otherwise stall requests for tens

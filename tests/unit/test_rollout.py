@@ -6,6 +6,9 @@ rows in signature order would break: the rollout refuses it unless told to accep
 
 from __future__ import annotations
 
+import gc
+import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,6 +142,20 @@ def test_a_contract_change_is_served_when_accepted(
     assert (
         DROPPED not in accepting.get("/openapi.json").json()["components"]["schemas"]["Instance"]["required"]
     )
+
+
+def test_a_retired_version_is_freed(client: TestClient) -> None:
+    """Once swapped out and drained, a version is held by nothing, so its memory comes back: the
+    app's startup once kept the first version it served for the life of the process."""
+    first = weakref.ref(client.app.state.dataplane.predictor)  # type: ignore[attr-defined]
+    assert client.post("/admin/reload", params={"force": "true"}).json()["action"] == "reloaded"
+    deadline = time.monotonic() + 60  # the old version drains and closes in the background
+    while first() is not None and time.monotonic() < deadline:
+        assert client.get("/health").status_code == 200
+        gc.collect()
+        time.sleep(0.05)
+    assert first() is None, "the first version is still referenced after it was retired"
+    assert predict_example(client)["model_version"] == "1"
 
 
 def test_force_reloads_the_version_already_served(client: TestClient) -> None:
