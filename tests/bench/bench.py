@@ -392,7 +392,9 @@ def main() -> int:
         )
         info = httpx.get(f"{ours_url}/model/info", timeout=5).json()
         served_by = f"fast path ({info['fast_path']})" if info.get("fast_path") else "the model itself"
-        print(f"  served by {served_by}: {info.get('fast_path_reason', '')}", flush=True)
+        # the reason begins with the fast path's description: printed once
+        path = "the fast path" if info.get("fast_path") else served_by
+        print(f"  served by {path}: {info.get('fast_path_reason', '')}", flush=True)
         names = [c["name"] for c in info["inputs"]]
         example = info["input_example"]
         repeated = {n: [example[i % len(example)] for i in range(n)] for n in (1, 64)}

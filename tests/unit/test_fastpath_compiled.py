@@ -21,7 +21,7 @@ from model_api.fastpath.stacked import StackedTrees, Tree
 from model_api.fastpath.trees import _sk_tree, hist_tree
 from tests.unit.fastpath_support import NUMERIC, build_demo, converter, table
 
-SERVED_BY_LEVELS = r"(compiled tree walk, row by row up to \d+ rows, )?compiled tree walk( above)?: "
+SERVED_BY_LEVELS = r"(compiled tree walk, row by row up to \d+ rows?, )?compiled tree walk( above)?: "
 """The reason of a fast path whose large batches take the compiled walk by levels."""
 
 
@@ -356,7 +356,7 @@ def test_without_the_compiled_walks_a_forest_falls_back_to_tree_apply(
     monkeypatch.setattr(compiled_module, "_kernels", broken)
     reason = _demo_reason()
     assert "compiled" not in reason
-    assert re.match(r"(\S.* up to \d+ rows, )?scikit-learn Tree.apply( above)?: ColumnTransformer", reason)
+    assert re.match(r"(\S.* up to \d+ rows?, )?scikit-learn Tree.apply( above)?: ColumnTransformer", reason)
 
 
 def test_rows_narrower_than_the_trees_read_are_refused() -> None:

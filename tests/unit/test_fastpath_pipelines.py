@@ -47,7 +47,7 @@ def test_the_demo_pipeline_is_bit_exact() -> None:
     fast, reason, model, frame = build_demo(600, 30, 200_000)
     assert fast is not None, reason
     # the compiled walk by levels for large batches; by rows (timed at load) may answer small ones
-    assert re.match(r"(\S.* up to \d+ rows, )?compiled tree walk( above)?: ColumnTransformer -> ", reason)
+    assert re.match(r"(\S.* up to \d+ rows?, )?compiled tree walk( above)?: ColumnTransformer -> ", reason)
     columns = {c: frame[c].head(3).tolist() for c in frame.columns}
     labels, proba = fast.predict(columns, 3, True)
     assert proba is not None
@@ -222,6 +222,7 @@ def test_a_pair_of_evaluators_splits_batches_by_size() -> None:
         pair.run(np.zeros((n, 2)), False)
     assert seen == [("small", 1), ("small", 16), ("large", 17), ("large", 300)]
     assert pair.name == "small up to 16 rows, large above" and pair.n_trees == 3 and pair.float32
+    assert by_batch_size(evaluator("small"), 1, evaluator("large")).name == "small up to 1 row, large above"
 
 
 def test_the_small_batch_walk_is_timed_on_rows_it_has_not_seen(monkeypatch: pytest.MonkeyPatch) -> None:

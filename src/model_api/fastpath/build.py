@@ -256,7 +256,7 @@ def by_batch_size(small: Evaluator, max_rows: int, large: Evaluator) -> Evaluato
         return (small if X.shape[0] <= max_rows else large).run(X, probabilities)
 
     return Evaluator(
-        f"{small.name} up to {max_rows} rows, {large.name} above",
+        f"{small.name} up to {max_rows} row{'' if max_rows == 1 else 's'}, {large.name} above",
         run,
         large.has_probabilities,
         large.float32,
