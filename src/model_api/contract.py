@@ -29,11 +29,13 @@ class Batch:
     n_rows: int
     spans: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     """(smallest, largest) value of the numeric columns validation checked in bulk, none missing
-    (`values.bulk_span`), for the feature metrics; a column may be absent (few rows, a null); empty
-    for a merged batch."""
+    (`values.bulk_span`), for the feature metrics; a column may be absent (few rows, a null). A
+    merged batch has them only when asked (`concat(spans=True)`)."""
 
     @classmethod
-    def concat(cls, batches: Sequence[Batch]) -> Batch:
+    def concat(cls, batches: Sequence[Batch], *, spans: bool = False) -> Batch:
+        """The rows of `batches` in order, in one batch; with `spans`, the span of each column
+        every batch has one for (what the feature metrics read; the model needs none)."""
         if len(batches) == 1:
             return batches[0]
         names = batches[0].columns.keys()
@@ -43,7 +45,16 @@ class Batch:
             for b in batches:
                 merged.extend(b.columns[name])
             columns[name] = merged
-        return cls(columns, sum(b.n_rows for b in batches))
+        return cls(columns, sum(b.n_rows for b in batches), _merged_spans(batches) if spans else {})
+
+
+def _merged_spans(batches: Sequence[Batch]) -> dict[str, tuple[Any, Any]]:
+    spans: dict[str, tuple[Any, Any]] = {}
+    for name in batches[0].spans:
+        found = [span for b in batches if (span := b.spans.get(name)) is not None]
+        if len(found) == len(batches):
+            spans[name] = (min(low for low, _ in found), max(high for _, high in found))
+    return spans
 
 
 @dataclass(frozen=True)

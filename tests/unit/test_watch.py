@@ -3,6 +3,7 @@ watched against, and the inference record of an answer or an error."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import json
@@ -277,3 +278,127 @@ def test_a_request_the_sample_skips_leaves_nothing_in_the_log(predictor: Predict
     watch.close(10)
     assert path.read_text() == ""
     assert registry.get_sample_value("inference_log_records_total", {"outcome": "dropped"}) == 0
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for metric in registry.collect()
+        for s in metric.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_batches_counted_together_count_as_they_do_one_by_one(predictor: Predictor) -> None:
+    """`observe_many` joins the batches a turn of the event loop answered: every counter and
+    bucket as when each batch is counted alone (a histogram's sum adds in another order)."""
+    assert predictor.schema is not None
+    example = predictor.loaded.input_example
+    assert example is not None
+    rows = [
+        {k: v.item() if hasattr(v, "item") else v for k, v in example.iloc[i % len(example)].items()}
+        for i in range(64)
+    ]
+    wide = [dict(r) for r in rows[5:30]]  # spans wider than the first batch's
+    wide[0]["age"], wide[1]["tenure_months"], wide[2]["monthly_charges"] = 99, 0, 500.5
+    odd = [dict(r) for r in rows[:20]]  # what another model's contract could let through
+    odd[2]["age"], odd[5]["contract"], odd[6]["contract"], odd[7]["monthly_charges"] = (
+        None,
+        None,
+        "weekly",
+        1e6,
+    )
+    batches = [
+        predictor.schema.parse_records(rows, max_rows=1000),  # spans on every numeric column
+        predictor.schema.parse_records(wide, max_rows=1000),
+        Batch({name: [r[name] for r in odd] for name in predictor.schema.names}, len(odd)),  # no spans
+        predictor.schema.parse_records(rows[:1], max_rows=1000),  # one row: no spans
+        predictor.schema.parse_records(rows[40:43], max_rows=1000),
+    ]
+    rng = np.random.default_rng(7)
+    answered = []
+    for i, batch in enumerate(batches):
+        proba = rng.random((batch.n_rows, 2))
+        proba[:, 0] = 1 - proba[:, 1]
+        labels = [int(p > 0.5) for p in proba[:, 1]]
+        answered.append((batch, Prediction(labels, proba if i % 2 == 0 else None)))
+    profile = reference_profile(predictor, None)
+    assert profile is not None
+    one_by_one, together = CollectorRegistry(), CollectorRegistry()
+    alone = ModelWatch(predictor, PredictionMetrics(one_by_one), profile)
+    for batch, prediction in answered:
+        alone.observe(batch, prediction)
+    ModelWatch(predictor, PredictionMetrics(together), profile).observe_many(answered)
+    expected, got = _samples(one_by_one), _samples(together)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == (pytest.approx(value) if key[0].endswith("_sum") else value), key
+    flagged = [k for k, v in got.items() if k[0] == "feature_values_flagged_total" and v]
+    assert len(flagged) >= 3  # the case is not trivial: missing and out-of-range values were counted
+    merged = Batch.concat([b for b, _ in answered[:2]], spans=True)
+    first, second = answered[0][0], answered[1][0]
+    assert {n for n in first.spans if first.spans[n] != second.spans[n]} >= {"age", "tenure_months"}
+    for name in first.spans:
+        column = first.columns[name] + second.columns[name]
+        assert merged.spans[name] == (min(column), max(column))
+    assert "age" not in Batch.concat([b for b, _ in answered[:3]], spans=True).spans
+    assert Batch.concat([b for b, _ in answered[:2]]).spans == {}  # the model's batch needs none
+
+
+def _answered(watch: Watch, predictor: Predictor, batch: Batch, prediction: Prediction) -> None:
+    admission = Admission(DataPlane(Settings(), Metrics()), predictor, None, 30.0, route="/predict")
+    admission.batch, admission.prediction = batch, prediction
+    watch.answered(admission, None)
+
+
+def test_requests_answered_in_one_turn_are_counted_together_at_the_next(
+    predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = CollectorRegistry()
+    watch = Watch(registry)
+    watch.served(predictor)
+    counts: list[int] = []
+    observe_many = ModelWatch.observe_many
+
+    def spy(self: ModelWatch, answered: Any) -> None:
+        counts.append(len(answered))
+        observe_many(self, answered)
+
+    monkeypatch.setattr(ModelWatch, "observe_many", spy)
+
+    async def turns() -> None:
+        for labels in ([0, 1], [1], [1, 1, 0]):
+            _answered(watch, predictor, Batch({}, len(labels)), Prediction(labels))
+        assert sample(registry, "predicted_class_total", predicted_class="1") == 0  # not yet
+        await asyncio.sleep(0)
+        assert counts == [3]
+        assert sample(registry, "predicted_class_total", predicted_class="1") == 4
+        assert sample(registry, "predicted_class_total", predicted_class="0") == 2
+        _answered(watch, predictor, Batch({}, 1), Prediction([0]))
+        await asyncio.sleep(0)
+        assert counts == [3, 1]
+
+    asyncio.run(turns())
+    _answered(watch, predictor, Batch({}, 1), Prediction([0]))  # no event loop: counted at once
+    assert counts == [3, 1, 1]
+    assert sample(registry, "predicted_class_total", predicted_class="0") == 4
+
+
+def test_a_batch_the_count_fails_on_loses_only_its_own(
+    predictor: Predictor, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    watch = Watch(registry)
+    watch.served(predictor)
+
+    async def turn() -> None:
+        _answered(watch, predictor, Batch({}, 2), Prediction([0, 1], np.array([[0.9, 0.1], [0.2, 0.8]])))
+        _answered(watch, predictor, Batch({}, 1), Prediction([1], np.array([0.3])))  # not [rows, classes]
+        _answered(watch, predictor, Batch({}, 1), Prediction([1], np.array([[0.4, 0.6]])))
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    # Counted one by one: the failing batch's class before its probabilities failed, as when alone.
+    assert sample(registry, "predicted_class_total", predicted_class="1") == 3
+    assert sample(registry, "positive_class_probability_count") == 3
+    assert [r.getMessage() for r in caplog.records] == ["prediction metrics failed: IndexError"]
