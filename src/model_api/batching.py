@@ -20,8 +20,8 @@ fails only the requests it comes from: a failed batch is split and retried until
 requests stand alone. A request larger than `max_rows` runs alone.
 
 When the compiled fast path serves (`fastserve.py`), a batch of up to `INLINE_MAX_ROWS` rows is
-answered on the event loop as soon as it is dispatched (~0.4-1.6 ms): the hand-off to a model thread
-and the loop's wake-up from it cost more than that. Merging still works as above: every request
+answered on the event loop as soon as it is dispatched (~0.06-2 ms): the hand-off to a model thread
+and the loop's wake-up from it cost more than running it here. Merging still works as above: every request
 queued in the same turn of the loop (and, under load, while the last call ran) shares one call.
 """
 

@@ -7,8 +7,9 @@ is equal, and otherwise logs one line saying why and leaves the model serving as
 
 `Predictor.predict_fast` is what a request runs when it does: the validated columns of a `Batch` straight
 into numpy arrays (no DataFrame), the compiled preprocessing and tree walk, in the calling thread.
-It takes ~0.4-1.6 ms for up to `INLINE_MAX_ROWS` rows on the demo forest, less than the hand-off to a
-model thread costs, so the predictors run it on the event loop (see `predictor.py`, `batching.py`).
+It takes ~0.06-2 ms for up to `INLINE_MAX_ROWS` rows on the demo forest, and the hand-off to a
+model thread costs more than it saves, so the predictors run it on the event loop (see
+`predictor.py`, `batching.py`).
 A request the model would refuse (see `FastPath`) is not answered here: it goes to the model.
 """
 
@@ -28,15 +29,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INLINE_MAX_ROWS = 256
-"""Largest batch the fast path answers on the event loop; larger ones run in a model thread.
-Measured on the demo forest (one core, loaded machine): 0.44 ms for 1 row, 0.86 ms for 64,
-1.6 ms for 256, 2.3 ms for 512, 4.7 ms for 1024. Above this, the thread pays for itself: eight
-clients of 64 rows served ~790-990 req/s with 256 here against ~590-760 with 512 (alternating
-runs), as the loop reads the next requests while a thread walks the trees without the GIL.
-Those times are `Tree.apply`'s; with the compiled walks (0.26 ms for 64 rows, 1.9 ms for 512),
-1024 here against 256 made no difference beyond this machine's noise (64-row requests from 8
-clients, alternating wrk runs, 2026-12-01), so the limit stayed."""
+INLINE_MAX_ROWS = 1024
+"""Largest batch the fast path answers on the event loop (`batch_max_rows`' default: every batch
+the batcher forms); larger ones run in a model thread. The hand-off to a thread and the loop's
+wake-up from it cost more than the walk saves by running beside the loop, on a worker with one
+core (one worker per core, as `deploy/` runs it): the two threads take turns on that core and
+evict each other's caches. Measured 2026-12-03, one worker on one core, 64-row requests from 8
+clients (batches of about 450 rows), alternating wrk runs: 64 different rows a request 1,181 ->
+1,284 req/s over eight rounds and 1,228 -> 1,300 over six; the same 64 rows 1,387 -> 1,531 over
+six; p99 alike. With the tree walks of `Tree.apply`, 256 here served ~790-990 req/s against
+~590-760 with 512 (the walk took 2.3 ms for 512 rows then, 1.1 ms now)."""
 
 
 def _to_frame(schema: InputSchema) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,11 @@ from model_api.batching import MicroBatcher
 from model_api.contract import InputSchema
 from model_api.demo import make_churn_table
 from model_api.errors import ModelNotReady, PredictionFailed
+from model_api.fastserve import INLINE_MAX_ROWS, compile_for
 from model_api.metrics import Metrics
 from model_api.predictor import Prediction
 from model_api.registry import LoadedModel
+from model_api.settings import Settings
 from model_api.signature import model_spec
 
 
@@ -249,3 +252,40 @@ def test_rows_of_a_linear_model_are_not_merged(champion: LoadedModel) -> None:
         assert forest.merges_rows
     finally:
         forest.close()
+
+
+def test_the_fast_path_answers_a_batch_on_the_loop_up_to_the_inline_bound(champion: LoadedModel) -> None:
+    """A batch of up to INLINE_MAX_ROWS rows is answered by the fast path on the event loop's own
+    thread; a larger one in a model thread. Both with the model's own labels."""
+    spec = model_spec(champion)
+    b = MicroBatcher(champion, spec, threads=1, metrics=Metrics(), max_rows=4096, max_wait_s=0.002)
+    fast, reason = compile_for(champion.model, spec.contract, Settings(fast_path_check_rows=1000))
+    assert fast is not None, reason
+    threads: list[int] = []
+    evaluate = fast.evaluate
+
+    def recording(columns: Any, probabilities: bool) -> Any:
+        threads.append(threading.get_ident())
+        return evaluate(columns, probabilities)
+
+    fast.evaluate = recording  # type: ignore[method-assign]
+    b.fast = fast
+    per_request = 128
+    assert INLINE_MAX_ROWS % per_request == 0
+
+    async def round_of(n_requests: int) -> tuple[list[Prediction], int]:
+        requests = [parse(b.schema, rows(per_request, seed=i)) for i in range(n_requests)]
+        answers = await asyncio.gather(*(b.predict(r, False) for r in requests))
+        return list(answers), threading.get_ident()
+
+    for n_requests, on_loop in (
+        (INLINE_MAX_ROWS // per_request, True),
+        (INLINE_MAX_ROWS // per_request + 1, False),
+    ):
+        threads.clear()
+        answers, loop_thread = asyncio.run(round_of(n_requests))
+        assert len(threads) == 1, "one batch"
+        assert (threads[0] == loop_thread) is on_loop
+        for i, answer in enumerate(answers):
+            frame = b.schema.to_model_input(parse(b.schema, rows(per_request, seed=i)))
+            assert answer.labels == champion.model.predict(frame).tolist()
