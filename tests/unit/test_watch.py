@@ -402,3 +402,21 @@ def test_a_batch_the_count_fails_on_loses_only_its_own(
     assert sample(registry, "predicted_class_total", predicted_class="1") == 3
     assert sample(registry, "positive_class_probability_count") == 3
     assert [r.getMessage() for r in caplog.records] == ["prediction metrics failed: IndexError"]
+
+
+def test_a_joined_count_that_fails_is_not_counted_again(
+    predictor: Predictor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Batches that join but whose count fails part way (probabilities of the wrong shape, after
+    the classes were counted) are not counted again one by one: each row's class once."""
+    registry = CollectorRegistry()
+    watch = ModelWatch(predictor, PredictionMetrics(registry), None)
+    watch.observe_many(
+        [
+            (Batch({}, 1), Prediction([1], np.array([0.3]))),
+            (Batch({}, 2), Prediction([1, 0], np.array([0.6, 0.1]))),
+        ]
+    )
+    assert sample(registry, "predicted_class_total", predicted_class="1") == 2
+    assert sample(registry, "predicted_class_total", predicted_class="0") == 1
+    assert [r.getMessage() for r in caplog.records] == ["prediction metrics failed: IndexError"]
