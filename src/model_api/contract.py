@@ -145,19 +145,21 @@ class InputSchema:
     def parse_rows(self, rows: Any, max_rows: int, where: str = "features") -> Batch:
         """Validate rows given in signature order."""
         rows = self._check_list(rows, max_rows, where)
-        errors = Faults()
         width = len(self.names)
-        for i, row in enumerate(rows):
-            if type(row) is not list:
-                errors.add(f"expected a list of {width} values in signature order", i)
-            elif len(row) != width:
-                errors.add(
-                    f"expected {width} values in signature order ({', '.join(self.names)}), got {len(row)}", i
-                )
-            if errors.full:
-                break
-        errors.raise_if_any()
-        columns = {name: [row[j] for row in rows] for j, name in enumerate(self.names)}
+        # C-level passes find the common case (64 rows of ten values: 12 -> 7 us, timeit); the loop
+        # finds and describes what is wrong
+        if set(map(type, rows)) != {list} or set(map(len, rows)) != {width}:
+            errors = Faults()
+            order = f"in signature order ({', '.join(self.names)})"
+            for i, row in enumerate(rows):
+                if type(row) is not list:
+                    errors.add(f"expected a list of {width} values in signature order", i)
+                elif len(row) != width:
+                    errors.add(f"expected {width} values {order}, got {len(row)}", i)
+                if errors.full:
+                    break
+            errors.raise_if_any()
+        columns = dict(zip(self.names, map(list, zip(*rows, strict=True)), strict=True))
         return self._check_columns(columns, len(rows))
 
     def parse_columns(self, columns: dict[str, list[Any]], n_rows: int, max_rows: int) -> Batch:
