@@ -200,3 +200,16 @@ def test_a_round_that_answered_nothing_spoils_its_scenario() -> None:
     assert got[TARGETS["p99"]] == "FAIL (model-api answered nothing in a round)"
     assert got[TARGETS["rows"]] == "n/a (mlflow answered nothing in a round)"
     assert got[TARGETS["different"]] == "PASS"
+
+
+def test_predict_with_records_is_reported_beside_the_same_request_and_judges_nothing(tmp_path: Path) -> None:
+    """64 rows: the targets read model-api answering mlflow's own request; /predict with records is
+    shown with its ratio but is no target."""
+    by = run(rows_x=30.0)
+    their = by[("mlflow", ROWS)]
+    by[(bench.PREDICT, ROWS)] = figures(bench.PREDICT, ROWS, 20 * their.req_s, 3.0, 5.0)
+    assert verdicts(speed_targets(by))[TARGETS["rows"]] == "PASS"
+    report(list(by.values()), {}, tmp_path, "the fast path")
+    text = (tmp_path / "bench.md").read_text()
+    assert f"| {ROWS} | {bench.PREDICT} | 900 | 57600 |" in text
+    assert "20.0x rows/s (records)" in text
