@@ -345,6 +345,14 @@ def test_batches_counted_together_count_as_they_do_one_by_one(predictor: Predict
     assert Batch.concat([b for b, _ in answered[:2]]).spans == {}  # the model's batch needs none
 
 
+def _serving(predictor: Predictor) -> tuple[CollectorRegistry, Watch]:
+    """A Watch on a registry of its own, watching `predictor`."""
+    registry = CollectorRegistry()
+    watch = Watch(registry)
+    watch.served(predictor)
+    return registry, watch
+
+
 def _answered(watch: Watch, predictor: Predictor, batch: Batch, prediction: Prediction) -> None:
     admission = Admission(DataPlane(Settings(), Metrics()), predictor, None, 30.0, route="/predict")
     admission.batch, admission.prediction = batch, prediction
@@ -354,9 +362,7 @@ def _answered(watch: Watch, predictor: Predictor, batch: Batch, prediction: Pred
 def test_requests_answered_in_one_turn_are_counted_together_at_the_next(
     predictor: Predictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = CollectorRegistry()
-    watch = Watch(registry)
-    watch.served(predictor)
+    registry, watch = _serving(predictor)
     counts: list[int] = []
     observe_many = ModelWatch.observe_many
 
@@ -387,9 +393,7 @@ def test_requests_answered_in_one_turn_are_counted_together_at_the_next(
 def test_a_batch_the_count_fails_on_loses_only_its_own(
     predictor: Predictor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = CollectorRegistry()
-    watch = Watch(registry)
-    watch.served(predictor)
+    registry, watch = _serving(predictor)
 
     async def turn() -> None:
         _answered(watch, predictor, Batch({}, 2), Prediction([0, 1], np.array([[0.9, 0.1], [0.2, 0.8]])))
