@@ -140,7 +140,11 @@ class InputSchema:
             return None
         if len(self.names) == 1:
             return {self.names[0]: picked}
-        return dict(zip(self.names, map(list, zip(*picked, strict=True)), strict=True))
+        return self._transposed(picked)
+
+    def _transposed(self, rows: list[Any]) -> dict[str, list[Any]]:
+        """Rows of one value per feature, in signature order, as columns: one C-level pass (zip)."""
+        return dict(zip(self.names, map(list, zip(*rows, strict=True)), strict=True))
 
     def parse_rows(self, rows: Any, max_rows: int, where: str = "features") -> Batch:
         """Validate rows given in signature order."""
@@ -159,8 +163,7 @@ class InputSchema:
                 if errors.full:
                     break
             errors.raise_if_any()
-        columns = dict(zip(self.names, map(list, zip(*rows, strict=True)), strict=True))
-        return self._check_columns(columns, len(rows))
+        return self._check_columns(self._transposed(rows), len(rows))
 
     def parse_columns(self, columns: dict[str, list[Any]], n_rows: int, max_rows: int) -> Batch:
         """Validate whole columns keyed by feature name, each of `n_rows` values (V2 tensors); an
