@@ -97,7 +97,12 @@ def test_sigterm_drains_accepted_requests_and_exits_zero(start_container: StartC
 
         stopper = threading.Thread(target=stop)
         stopper.start()
-        wait_until(lambda: refuses(container.port), 30, "the server to stop accepting connections")
+        try:
+            wait_until(lambda: refuses(container.port), 30, "the server to stop accepting connections")
+        except AssertionError as exc:  # say whether podman stop returned and what the server logged
+            stopped = stop_result or "still running"
+            logs = container.logs().splitlines()[-15:]
+            raise AssertionError(f"{exc}; podman stop: {stopped}; last logs: {logs}") from exc
 
         answers = [finish_request(sock, body) for sock in held]
     finally:
