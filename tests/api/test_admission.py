@@ -409,6 +409,46 @@ def test_admitted_prediction_requests_are_paced_only_while_the_worker_sheds(regi
     assert EarlyRefusal(off, AccessLog(off.metrics), app).pacer(b"POST", b"/predict", "") is None
 
 
+def test_the_protocols_refusal_counts_and_logs_as_the_edge_layer_would(
+    registry: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`EarlyRefusal.answer` counts a refusal in the same metrics as `AccessLog.record`, logs it
+    at debug level only (with its request id), and takes each new list of the server's default
+    headers (uvicorn renders a new one, its Date, once a second)."""
+    app = create_app(Settings(tracking_uri=registry.tracking_uri, max_in_flight=1))
+    plane = app.state.dataplane
+    refusal = EarlyRefusal(plane, AccessLog(plane.metrics), app)
+    plane.in_flight = 1  # full
+    headers = [(b"host", b"x"), (b"x-request-id", b"rid-7")]
+    first = [(b"date", b"Fri, 04 Dec 2026 17:00:00 GMT"), (b"server", b"uvicorn")]
+    caplog.set_level("INFO", logger="model_api.access")
+    answer = refusal.answer(b"POST", b"/predict", headers, "", first, True)
+    assert answer is not None and not caplog.records, "no access line at info level"
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\ndate: Fri, 04 Dec 2026 17:00:00 GMT\r\n")
+    assert b"x-request-id: rid-7\r\n" in answer and b'"request_id":"rid-7"' in answer
+    caplog.set_level("DEBUG", logger="model_api.access")
+    later = [(b"date", b"Fri, 04 Dec 2026 17:00:01 GMT"), (b"server", b"uvicorn")]
+    answer = refusal.answer(b"POST", b"/predict?x=1", [(b"x-request-id", b"bad id")], "", later, False)
+    assert answer is not None and b"date: Fri, 04 Dec 2026 17:00:01 GMT\r\n" in answer
+    assert answer.endswith(b"}") and b"connection: close\r\n\r\n{" in answer
+    [line] = caplog.records
+    assert line.levelname == "DEBUG" and line.status == 503 and line.route == "/predict"  # type: ignore[attr-defined]
+    assert line.error_code == "overloaded" and len(line.request_id) == 32  # type: ignore[attr-defined]
+    assert line.request_id.encode() in answer  # type: ignore[attr-defined]
+    assert refusal.answer(b"GET", b"/predict", headers, "", later, True) is None
+    assert refusal.answer(b"POST", b"/health", headers, "", later, True) is None
+    plane.in_flight = 0
+    assert refusal.answer(b"POST", b"/predict", headers, "", later, True) is None
+    metrics = plane.metrics.render().decode()
+    assert value(metrics, "http_requests_total", handler="/predict", method="POST", status="503") == 2
+    assert (
+        value(metrics, "http_request_duration_seconds_count", handler="/predict", method="POST", status="503")
+        == 2
+    )
+    assert value(metrics, "errors_total", code="overloaded") == 2
+    assert value(metrics, "requests_shed_total", reason="overloaded") == 2
+
+
 def test_while_shedding_the_first_arrivals_of_a_turn_are_admitted_and_the_rest_refused(
     registry: Any, champion: LoadedModel
 ) -> None:

@@ -11,16 +11,19 @@ routes here once in a while and in the router every time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_fastapi_instrumentator.routing import get_route_name
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
+from model_api.errors import Overloaded
 from model_api.metrics import Metrics
 
 logger = logging.getLogger("model_api.access")
 
+OVERLOADED = Overloaded.code
 UNMATCHED = "none"  # the handler label of a path no route matches (the instrumentator's)
 UNCOUNTED = frozenset({"/metrics"})  # scrapes are not requests to the service
 ROUTE_CACHE_SIZE = 1024
@@ -39,6 +42,7 @@ class AccessLog:
         self._routes: dict[tuple[str, str, str], str] = {}
         self._in_progress: dict[tuple[str, str], Any] = {}
         self._answers: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._refusals: dict[str, tuple[Callable[[], None], Callable[[float], None], Callable[[], None]]] = {}
 
     def route_template(self, scope: Scope) -> str:
         """The template of the route the path matches (`/v1/models/{name}:predict`), or "none".
@@ -66,29 +70,57 @@ class AccessLog:
         route = state["route"]
         code = state.get("error_code")
         if route not in UNCOUNTED:
-            children = self._answers.get((route, method, status))
-            if children is None:
-                labels = (route, method, str(status))
-                children = self._answers[(route, method, status)] = (
-                    self.metrics.http_requests.labels(*labels),
-                    self.metrics.http_latency.labels(*labels),
-                )
-            children[0].inc()
-            children[1].observe(seconds)
+            requests, latency = self._children(route, method, status)
+            requests.inc()
+            latency.observe(seconds)
         if code is not None:
             self.metrics.count_error(str(code))
         # A spike is answered by thousands of refusals a second: counted above, logged at debug
         # only, so the log costs the refusal nothing and does not flood when the pod struggles.
-        level = logging.DEBUG if code == "overloaded" else logging.INFO
+        level = logging.DEBUG if code == OVERLOADED else logging.INFO
         if logger.isEnabledFor(level):
-            duration_ms = seconds * 1000
-            extra = {
-                "request_id": state.get("request_id"),
-                "method": method,
-                "route": route,
-                "status": status,
-                "duration_ms": round(duration_ms, 3),
-            }
-            if code is not None:
-                extra["error_code"] = code
-            logger.log(level, "%s %s %d %.1fms", method, route, status, duration_ms, extra=extra)
+            self._log(level, state.get("request_id"), method, route, status, seconds, code)
+
+    def refused(self, route: str, request_id: bytes, seconds: float) -> None:
+        """Count and log (at debug level) a POST on `route` refused at admission (503
+        `overloaded`) by the HTTP protocol, as `record` would, with its metrics looked up once per
+        route: under a spike most requests are these, and what each costs is taken from the
+        admitted ones."""
+        counted = self._refusals.get(route)
+        if counted is None:
+            requests, latency = self._children(route, "POST", 503)
+            errors = self.metrics.errors.labels(OVERLOADED)
+            counted = self._refusals[route] = (requests.inc, latency.observe, errors.inc)
+        count, observe, count_error = counted
+        count()
+        observe(seconds)
+        count_error()
+        if logger.isEnabledFor(logging.DEBUG):
+            self._log(logging.DEBUG, request_id.decode(), "POST", route, 503, seconds, OVERLOADED)
+
+    def _children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """The `http_requests_total` and `http_request_duration_seconds` children of an answer."""
+        children = self._answers.get((route, method, status))
+        if children is None:
+            labels = (route, method, str(status))
+            children = self._answers[(route, method, status)] = (
+                self.metrics.http_requests.labels(*labels),
+                self.metrics.http_latency.labels(*labels),
+            )
+        return children
+
+    @staticmethod
+    def _log(
+        level: int, rid: str | None, method: str, route: str, status: int, seconds: float, code: Any
+    ) -> None:
+        duration_ms = seconds * 1000
+        extra = {
+            "request_id": rid,
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(duration_ms, 3),
+        }
+        if code is not None:
+            extra["error_code"] = code
+        logger.log(level, "%s %s %d %.1fms", method, route, status, duration_ms, extra=extra)
