@@ -22,6 +22,7 @@ itself failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -276,6 +277,14 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     parser.add_argument(
+        "--front",
+        type=int,
+        default=0,
+        metavar="BOUND",
+        help="run the worker unbounded behind tests/bench/front.py, which forwards at most BOUND "
+        "POSTs at once and refuses the rest, on the worker's core (an experiment: not the server)",
+    )
+    parser.add_argument(
         "--no-floor",
         dest="floor",
         action="store_false",
@@ -295,7 +304,18 @@ def main() -> int:
     env.update({"MODEL_API_PORT": str(port), "MODEL_API_HOST": "127.0.0.1", "MODEL_API_WORKERS": "1"})
     env.update(dict(item.split("=", 1) for item in args.set))
     base = f"http://127.0.0.1:{port}"
-    with server([str(bin_dir / "model-api"), "serve"], env, f"{base}/ready", args.out / "overload.log"):
+    with contextlib.ExitStack() as servers:
+        if args.front:
+            env["MODEL_API_MAX_IN_FLIGHT"] = "0"  # the front bounds what reaches the worker
+        servers.enter_context(
+            server([str(bin_dir / "model-api"), "serve"], env, f"{base}/ready", args.out / "overload.log")
+        )
+        if args.front:
+            upstream, port = port, free_port()
+            base = f"http://127.0.0.1:{port}"
+            front = [sys.executable, "-m", "tests.bench.front", "--port", str(port)]
+            front += ["--upstream", str(upstream), "--bound", str(args.front)]
+            servers.enter_context(server(front, dict(os.environ), f"{base}/ready", args.out / "front.log"))
         example = httpx.get(f"{base}/model/info", timeout=5).json()["input_example"]
         body = args.out / "body-overload-1.json"
         body.write_text(json.dumps({"instances": [example[0]]}))
@@ -374,9 +394,15 @@ def refusal_floor(rate: float, body: Path, args: argparse.Namespace) -> dict[str
 
 
 def report(r: dict[str, object], checks: list[tuple[str, bool, str]], args: argparse.Namespace) -> None:
+    through = (
+        f", behind tests/bench/front.py (at most {args.front} POSTs forwarded at once, the rest refused)"
+        if args.front
+        else ""
+    )
     lines = [
-        f"One worker on core 0, open-loop generator on core 1; capacity {r['capacity_req_s']:.0f} req/s "
-        f"(wrk, 64 connections); spike {r['offered_spike_req_s']:.0f} req/s offered for {args.spike:g} s.",
+        f"One worker on core 0{through}, open-loop generator on core 1; capacity "
+        f"{r['capacity_req_s']:.0f} req/s (wrk, 64 connections); spike "
+        f"{r['offered_spike_req_s']:.0f} req/s offered for {args.spike:g} s.",
         "",
         f"- admitted {r['admitted_req_s']:.0f} req/s, p50 {r['admitted_p50_ms']:.1f} ms, p99 "
         f"{r['admitted_p99_ms']:.1f} ms (baseline p99 {r['baseline_p99_ms']:.1f} ms, tail p99 "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.server
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from tests.bench import overload
 from tests.bench.bench import ROOT
 from tests.bench.openloop import run
 from tests.bench.overload import analyse, recovery_s, verdicts
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 2\r\n\r\n{}"
@@ -190,6 +191,98 @@ def test_the_floor_server_refuses_every_post_at_once_and_answers_anything_else()
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+class HeldUpstream(http.server.BaseHTTPRequestHandler):
+    """A worker stand-in: answers a GET at once and a POST once `release` is set."""
+
+    protocol_version = "HTTP/1.1"
+    release = threading.Event()
+    posts: list[bytes] = []
+
+    def do_GET(self) -> None:
+        self.answer(b'{"ready": true}')
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.posts.append(body)
+        self.release.wait(20)
+        self.answer(b'{"echo": %s}' % body)
+
+    def answer(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def exchange(port: int, request: bytes) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(request)
+    return conn
+
+
+def read_answer(conn: socket.socket) -> bytes:
+    received = b""
+    while b"\r\n\r\n" not in received or not received.endswith(b"}"):
+        chunk = conn.recv(65536)
+        assert chunk, "the front closed the connection"
+        received += chunk
+    return received
+
+
+def test_the_front_forwards_up_to_its_bound_of_posts_and_refuses_the_rest_at_once() -> None:
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HeldUpstream)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    port = free_port()
+    cmd = [sys.executable, "-m", "tests.bench.front", "--port", str(port)]
+    cmd += ["--upstream", str(upstream.server_address[1]), "--bound", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    conns: list[socket.socket] = []
+    post = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n[1,2]"
+    try:
+        for _ in range(100):
+            assert proc.poll() is None, "the front exited"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the front did not come up")
+        held = exchange(port, post)
+        conns.append(held)
+        wait_until(lambda: len(HeldUpstream.posts) == 1, 10, "the first POST forwarded")
+        # Past the bound: refused at once, and the connection serves its next request.
+        refused = exchange(port, post)
+        conns.append(refused)
+        answer = read_answer(refused)
+        assert (
+            answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer and b'"overloaded"' in answer
+        )
+        refused.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")  # never refused
+        assert read_answer(refused).startswith(b"HTTP/1.1 200 ")
+        # A chunked POST is forwarded with its body once the first is answered.
+        HeldUpstream.release.set()
+        assert read_answer(held).endswith(b'{"echo": [1,2]}')
+        chunked = exchange(
+            port, b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[3]\r\n0\r\n\r\n"
+        )
+        conns.append(chunked)
+        assert read_answer(chunked).endswith(b'{"echo": [3]}')
+        assert HeldUpstream.posts == [b"[1,2]", b"[3]"]
+    finally:
+        for conn in conns:
+            conn.close()
+        proc.terminate()
+        proc.wait(10)
+        upstream.shutdown()
+        upstream.server_close()
 
 
 def test_the_refusal_floor_is_measured_with_the_generator_and_reported(
