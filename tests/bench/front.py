@@ -17,13 +17,23 @@ the hop-by-hop ones, the body with its Content-Length), so pipelined and chunked
 forwarded one at a time; a client that leaves while its request is forwarded has the upstream
 connection closed under it, which the worker sees as a disconnect.
 
-Run as ``python -m tests.bench.front --port PORT --upstream UPSTREAM_PORT --bound N``.
+Run as ``python -m tests.bench.front --port PORT --upstream UPSTREAM_PORT --bound N``, or, to run it
+in a thread of the worker's own process (one interpreter, one GIL: the in-process variant of the
+question), as ``python -m tests.bench.front --in-worker --port PORT --bound N [--switch-interval S]``
+with the worker's settings in the environment: the thread starts once the worker is ready on
+`MODEL_API_PORT`, and the main thread runs `model-api serve`. A thread waiting for the GIL gets it
+after at most the interpreter's switch interval (5 ms unless `--switch-interval` says otherwise).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import socket
+import sys
+import threading
+import time
 from collections import deque
 
 import httptools
@@ -219,15 +229,46 @@ async def serve(port: int, upstream_port: int, bound: int) -> None:
         await server.serve_forever()
 
 
+def in_worker(port: int, bound: int) -> None:
+    """Serve the front in a thread once the worker (`model-api serve`, run here in the main thread
+    with the settings in the environment) is ready on `MODEL_API_PORT`."""
+    upstream = int(os.environ["MODEL_API_PORT"])
+
+    def front() -> None:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", upstream), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        uvloop.run(serve(port, upstream, bound))
+
+    threading.Thread(target=front, name="front", daemon=True).start()
+    from model_api.cli import main as model_api
+
+    sys.argv = ["model-api", "serve"]
+    model_api()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", type=int, required=True, help="the worker's port")
+    parser.add_argument("--upstream", type=int, help="the worker's port (not with --in-worker)")
     parser.add_argument("--bound", type=int, default=64, help="POSTs forwarded at once")
+    parser.add_argument("--in-worker", action="store_true", help="run in a thread of the worker")
+    parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval, in seconds")
     args = parser.parse_args()
-    uvloop.run(serve(args.port, args.upstream, args.bound))
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
+    if args.in_worker:
+        in_worker(args.port, args.bound)
+    elif args.upstream is None:
+        parser.error("--upstream is required without --in-worker")
+    else:
+        uvloop.run(serve(args.port, args.upstream, args.bound))
 
 
 if __name__ == "__main__":

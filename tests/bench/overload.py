@@ -285,6 +285,14 @@ def main() -> int:
         "POSTs at once and refuses the rest, on the worker's core (an experiment: not the server)",
     )
     parser.add_argument(
+        "--in-worker",
+        action="store_true",
+        help="with --front: run the front in a thread of the worker's process (one GIL)",
+    )
+    parser.add_argument(
+        "--switch-interval", type=float, default=0.0, help="with --in-worker: sys.setswitchinterval, s"
+    )
+    parser.add_argument(
         "--no-floor",
         dest="floor",
         action="store_false",
@@ -307,10 +315,14 @@ def main() -> int:
     with contextlib.ExitStack() as servers:
         if args.front:
             env["MODEL_API_MAX_IN_FLIGHT"] = "0"  # the front bounds what reaches the worker
-        servers.enter_context(
-            server([str(bin_dir / "model-api"), "serve"], env, f"{base}/ready", args.out / "overload.log")
-        )
-        if args.front:
+        worker = [str(bin_dir / "model-api"), "serve"]
+        if args.front and args.in_worker:
+            worker, port = [sys.executable, "-m", "tests.bench.front", "--in-worker"], free_port()
+            worker += ["--port", str(port), "--bound", str(args.front)]
+            worker += ["--switch-interval", str(args.switch_interval)] if args.switch_interval else []
+            base = f"http://127.0.0.1:{port}"
+        servers.enter_context(server(worker, env, f"{base}/ready", args.out / "overload.log"))
+        if args.front and not args.in_worker:
             upstream, port = port, free_port()
             base = f"http://127.0.0.1:{port}"
             front = [sys.executable, "-m", "tests.bench.front", "--port", str(port)]
@@ -394,8 +406,10 @@ def refusal_floor(rate: float, body: Path, args: argparse.Namespace) -> dict[str
 
 
 def report(r: dict[str, object], checks: list[tuple[str, bool, str]], args: argparse.Namespace) -> None:
+    where = "in a thread of the worker" if args.in_worker else "in its own process"
     through = (
-        f", behind tests/bench/front.py (at most {args.front} POSTs forwarded at once, the rest refused)"
+        f", behind tests/bench/front.py {where} (at most {args.front} POSTs forwarded at once, the rest "
+        "refused)"
         if args.front
         else ""
     )
