@@ -26,7 +26,7 @@ help:
 	@echo "make test    - everything CI checks: ruff, mypy --strict, the whole test suite"
 	@echo "make unit | integration | conformance | manifests | rules | image-test - one part of make test"
 	@echo "make bench   - our service against mlflow models serve, side by side, taking turns (about 9 minutes)"
-	@echo "make overload [SPIKE=30 TAIL=10] - one worker under an open-loop spike of 3x its capacity (about 1.5 minutes)"
+	@echo "make overload [SPIKE=30 TAIL=10 ARGS='--front 64'] - one worker under an open-loop spike of 3x its capacity (about 1.5 minutes)"
 	@echo "make loadtest [HOST=... DURATION=60s USERS=100] - locust, headless, against a running server"
 	@echo "make soak [DURATION=60s USERS=100 WORKERS=1] - its own server under locust: no failures, flat memory"
 
@@ -104,11 +104,13 @@ bench: demo
 
 # One worker pinned to core 0, an open-loop generator on core 1: capacity (wrk), then 3x it for
 # SPIKE seconds and half of it for TAIL seconds; targets PASS/FAIL, results in bench-results/.
+# ARGS go to tests/bench/overload.py as they are (--set MODEL_API_X=V, --front 64, --help).
 SPIKE ?= 30
 TAIL ?= 10
+ARGS ?=
 overload: demo
 	@$(MAKE) --no-print-directory apt PACKAGES="wrk"
-	$(BIN)/python -m tests.bench.overload --spike $(SPIKE) --tail $(TAIL)
+	$(BIN)/python -m tests.bench.overload --spike $(SPIKE) --tail $(TAIL) $(ARGS)
 
 loadtest: install
 	@curl -sf $(HOST)/ready >/dev/null || { echo "no ready server at $(HOST): start one with 'make serve'"; exit 1; }
