@@ -191,7 +191,6 @@ class DataPlane:
         they count toward the bound until their task hands them to the app's admission."""
         self.shed_at = -math.inf
         """When (`time.monotonic()`) a request was last refused as overloaded."""
-        self._shed_overloaded = metrics.shed_by_reason["overloaded"]
         lag_every_s = LAG_INTERVAL_S if settings.max_loop_lag_ms > 0 else LAG_SAMPLE_S
         self.loop_lag = LoopLag(lag_every_s, settings.max_loop_lag_ms / 1000, metrics.loop_lag.observe)
         """Run by the app's lifespan; while the loop lags past `max_loop_lag_ms` (if set), the
@@ -293,7 +292,7 @@ class DataPlane:
         """Count one request refused past the bound (`requests_shed_total{reason="overloaded"}`);
         the worker sheds (`shedding`) from now."""
         self.shed_at = time.monotonic()
-        self._shed_overloaded.inc()
+        self.metrics.shed_by_reason["overloaded"].inc()
 
     def shedding(self) -> bool:
         """Whether a request was refused as overloaded in the last `SHEDDING_S` seconds."""

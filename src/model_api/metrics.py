@@ -261,8 +261,12 @@ class Metrics:
             _child(self._rows_by, self.rows, name, version, row_outcome).inc(rows)
 
     def count_error(self, code: str) -> None:
-        # error codes are the service's own: a few dozen at most
-        _child(self._errors_by_code, self.errors, code).inc()
+        self.error_counter(code).inc()
+
+    def error_counter(self, code: str) -> Counter:
+        """The `errors_total` child of an error code (error codes are the service's own: a few
+        dozen at most)."""
+        return _child(self._errors_by_code, self.errors, code)
 
     def render(self) -> bytes:
         """The Prometheus text of this process, or of every worker in multiprocess mode."""

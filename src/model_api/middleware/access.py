@@ -89,7 +89,7 @@ class AccessLog:
         counted = self._refusals.get(route)
         if counted is None:
             requests, latency = self._children(route, "POST", 503)
-            errors = self.metrics.errors.labels(OVERLOADED)
+            errors = self.metrics.error_counter(OVERLOADED)
             counted = self._refusals[route] = (requests.inc, latency.observe, errors.inc)
         count, observe, count_error = counted
         count()
