@@ -67,7 +67,7 @@ class Front:
         if post:
             if self.posts >= self.bound:
                 client.answer(REFUSAL)
-                client.next_request()
+                client.finished()
                 return
             self.posts += 1
         if self.idle:
@@ -135,8 +135,7 @@ class Upstream(asyncio.Protocol):
 
     def done(self) -> None:
         if self.client is not None:
-            self.client.upstream = None
-            self.client.next_request()
+            self.client.finished()
         self.client = None
         self.front.posts -= self.post
         self.post = False
@@ -157,7 +156,11 @@ class Client(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.upstream: Upstream | None = None
+        """The connection carrying its request to the worker, once one does."""
         self.queued: deque[tuple[bytes, bool]] = deque()
+        self.busy = False
+        """One of its requests is in the front (waiting for a connection, or forwarded): the next
+        waits for its answer, so that answers go back in order."""
         self.gone = False
         self._url = b""
         self._headers: list[bytes] = []
@@ -196,14 +199,20 @@ class Client(asyncio.Protocol):
             body,
         )
         self.queued.append((request, method == b"POST"))
-        if len(self.queued) == 1 and self.upstream is None:
-            self.next_request()
+        self.next_request()
 
     def next_request(self) -> None:
-        """Forward the next request this client sent, if any (its answers go back in order)."""
-        if self.upstream is None and self.queued and not self.gone:
+        """Forward the next request this client sent, unless one is in the front already."""
+        if not self.busy and self.queued and not self.gone:
             request, post = self.queued.popleft()
+            self.busy = True
             self.front.forward(self, request, post)
+
+    def finished(self) -> None:
+        """Its request was answered (or refused): forward the next."""
+        self.busy = False
+        self.upstream = None
+        self.next_request()
 
     def answer(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

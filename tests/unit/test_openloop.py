@@ -201,7 +201,7 @@ class HeldUpstream(http.server.BaseHTTPRequestHandler):
     posts: list[bytes] = []
 
     def do_GET(self) -> None:
-        self.answer(b'{"ready": true}')
+        self.answer(b'{"path": "%s"}' % self.path.encode())
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
@@ -236,6 +236,8 @@ def read_answer(conn: socket.socket) -> bytes:
 
 
 def test_the_front_forwards_up_to_its_bound_of_posts_and_refuses_the_rest_at_once() -> None:
+    HeldUpstream.release.clear()
+    HeldUpstream.posts.clear()
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HeldUpstream)
     upstream.daemon_threads = True
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
@@ -267,6 +269,12 @@ def test_the_front_forwards_up_to_its_bound_of_posts_and_refuses_the_rest_at_onc
         )
         refused.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")  # never refused
         assert read_answer(refused).startswith(b"HTTP/1.1 200 ")
+        # Pipelined while no connection is idle: forwarded one at a time, answered in order.
+        refused.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        both = read_answer(refused)
+        while both.count(b"HTTP/1.1 200 ") < 2 or not both.endswith(b"}"):
+            both += read_answer(refused)
+        assert both.index(b'"/a"') < both.index(b'"/b"')
         # A chunked POST is forwarded with its body once the first is answered.
         HeldUpstream.release.set()
         assert read_answer(held).endswith(b'{"echo": [1,2]}')
